@@ -1,0 +1,265 @@
+"""What the app's pages share: the model picker, the cached model, upload checks and result tables.
+
+The analysis functions here are plain Python on bytes and arrays, so tests can call them without a
+browser; the ``render_*`` functions draw Streamlit elements.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from ..errors import FerkitError
+from ..settings import WEIGHTS_DIR
+from . import MODEL_ENV
+
+if TYPE_CHECKING:
+    from ..infer import FaceResult, Recognizer
+
+APP_DIR = Path(__file__).resolve().parent
+SAMPLES_DIR = APP_DIR / "samples"
+REPORTS_DIR = WEIGHTS_DIR / "reports"
+IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"]
+MAX_IMAGE_MB = 20
+SETTINGS_KEY = "ferkit_settings"
+EMOJI = {
+    "angry": "😠", "disgust": "🤢", "fear": "😨", "happy": "😄", "sad": "😢",
+    "surprise": "😲", "neutral": "😐", "contempt": "😒", "unsure": "🤔",
+}
+TTA_HELP = {"none": "off (fastest)", "flip": "mirror: 2 views", "crops": "5 crops x mirror: 10 views"}
+
+
+# --- models --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    label: str   # what the picker shows
+    source: str  # what ferkit.load takes: a bundled name or an .onnx path
+
+
+def bundled_models() -> dict[str, dict]:
+    """The manifest's model entries (``{name: {"file", "sha256", ...}}``) whose file is present."""
+    from ..faces import read_manifest
+
+    models = read_manifest().get("models", {})
+    return {name: entry for name, entry in models.items() if (WEIGHTS_DIR / entry.get("file", "")).is_file()}
+
+
+def model_choices() -> tuple[list[ModelChoice], int]:
+    """The picker's models (bundled ones, ``default`` first, plus $FERKIT_MODEL) and the index to start on."""
+    names = sorted(bundled_models(), key=lambda n: (n != "default", n))
+    choices = [ModelChoice(f"{name} (bundled)", name) for name in names]
+    override = os.environ.get(MODEL_ENV)
+    if not override:
+        return choices, 0
+    if override in names:
+        return choices, names.index(override)
+    return [ModelChoice(f"{Path(override).name} (${MODEL_ENV})", override), *choices], 0
+
+
+def shipped_report_dir(source: str) -> Path | None:
+    """Where the evaluation report of a bundled model lives (``weights/reports/<name>/``); None for other models."""
+    return REPORTS_DIR / source if source in bundled_models() else None
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=4)
+def load_recognizer(source: str) -> Recognizer:
+    """One Recognizer per model and server process, shared by every session and rerun."""
+    from .. import infer
+
+    return infer.load(source)
+
+
+@dataclass
+class Settings:
+    """The sidebar's choices, read by every page."""
+
+    choice: ModelChoice | None
+    recognizer: Recognizer | None
+    problem: str | None  # one line: why no model is loaded
+    tta: str = "none"
+    unsure_threshold: float = 0.0
+
+
+def render_sidebar() -> Settings:
+    """Model picker, TTA and unsure threshold in the sidebar; the result is also kept for the pages."""
+    st.sidebar.header("🧠 Model")
+    try:
+        choices, start = model_choices()
+    except FerkitError as e:
+        choices, start, settings = [], 0, Settings(None, None, str(e))
+    else:
+        settings = Settings(None, None, f"no model found: the bundled models are missing from {WEIGHTS_DIR} "
+                                        f"and ${MODEL_ENV} is not set (set it to an .onnx file)")
+    if choices:
+        choice = st.sidebar.selectbox("Model", choices, index=start, format_func=lambda c: c.label, key="model")
+        settings = Settings(choice, None, None)
+        try:
+            settings.recognizer = load_recognizer(choice.source)
+        except FerkitError as e:
+            settings.problem = str(e)
+    if settings.recognizer is None:
+        st.sidebar.error(settings.problem)
+    else:
+        recognizer = settings.recognizer
+        emojis = " ".join(EMOJI.get(c, "") for c in recognizer.classes)
+        st.sidebar.caption(f"{len(recognizer.classes)} classes: {emojis}")
+        settings.tta = st.sidebar.selectbox("Test-time augmentation", list(TTA_HELP), format_func=TTA_HELP.get,
+                                            key="tta", help="Average the prediction over flipped/shifted views: "
+                                                            "a little more accurate, slower.")
+        settings.unsure_threshold = st.sidebar.slider(
+            "Unsure below", 0.0, 1.0, float(recognizer.unsure_threshold), 0.01, key=f"unsure_{settings.choice.source}",
+            help="A face whose top (calibrated) probability is below this is shown as unsure.")
+    st.session_state[SETTINGS_KEY] = settings
+    return settings
+
+
+def current_settings() -> Settings:
+    return st.session_state.get(SETTINGS_KEY) or Settings(None, None, "the sidebar has not run yet")
+
+
+def require_recognizer() -> tuple[Recognizer, Settings]:
+    """The loaded model, or a clear message and the end of the page when there is none."""
+    settings = current_settings()
+    if settings.recognizer is None:
+        st.error(f"No model is loaded: {settings.problem}")
+        st.stop()
+    return settings.recognizer, settings
+
+
+# --- images --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ImageAnalysis:
+    """One analysed input; ``problem`` is a one-line message when it could not be analysed."""
+
+    name: str
+    image: np.ndarray | None = None      # BGR, as decoded
+    annotated: np.ndarray | None = None  # BGR copy with boxes and labels
+    faces: list[FaceResult] = dataclasses.field(default_factory=list)
+    problem: str | None = None
+
+
+def too_large(name: str, size: int) -> str | None:
+    """A one-line refusal when an image upload is over MAX_IMAGE_MB, else None."""
+    if size <= MAX_IMAGE_MB * 2**20:
+        return None
+    return f"{name}: {size / 2**20:.0f} MB is over the {MAX_IMAGE_MB} MB limit for images"
+
+
+def with_threshold(faces: Sequence[FaceResult], threshold: float) -> list[FaceResult]:
+    """The results with ``unsure`` re-decided at ``threshold`` (the slider), without reloading the model."""
+    return [dataclasses.replace(f, unsure=f.confidence < threshold) for f in faces]
+
+
+def analyse_image(recognizer: Recognizer, name: str, data: bytes, *, tta: str = "none",
+                  threshold: float | None = None) -> ImageAnalysis:
+    """Decode ``data`` and find every face's emotion; failures become ``problem``, never exceptions.
+
+    ``threshold``: faces below it are unsure (default: the model's own threshold).
+    """
+    threshold = recognizer.unsure_threshold if threshold is None else threshold
+    from ..infer import read_image
+
+    if too_large(name, len(data)):
+        return ImageAnalysis(name, problem=too_large(name, len(data)))
+    try:
+        image = read_image(data, name=name)
+        faces = with_threshold(recognizer.predict(image, tta=tta), threshold)
+    except FerkitError as e:
+        return ImageAnalysis(name, problem=str(e))
+    return ImageAnalysis(name, image, recognizer.annotate(image, faces), faces)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def cached_analysis(_recognizer: Recognizer, model_source: str, name: str, data: bytes, tta: str,
+                    threshold: float) -> ImageAnalysis:
+    """``analyse_image`` remembered per (model, bytes, settings): buttons and downloads rerun the page."""
+    return analyse_image(_recognizer, name, data, tta=tta, threshold=threshold)
+
+
+def analyse_all(recognizer: Recognizer, model_source: str, inputs: Sequence[tuple[str, bytes]], *, tta: str,
+                threshold: float, progress: Callable[[int, str], None] | None = None) -> list[ImageAnalysis]:
+    analyses = []
+    for done, (name, data) in enumerate(inputs):
+        if progress:
+            progress(done, name)
+        analyses.append(cached_analysis(recognizer, model_source, name, data, tta, threshold))
+    return analyses
+
+
+def shown_label(face: FaceResult) -> str:
+    return "unsure" if face.unsure else face.label
+
+
+def face_title(index: int, face: FaceResult) -> str:
+    """``Face 1: 😄 happy (87%)`` or ``Face 1: 🤔 unsure (best guess happy, 35%)``."""
+    if face.unsure:
+        return f"Face {index}: {EMOJI['unsure']} unsure (best guess {face.label}, {face.confidence:.0%})"
+    return f"Face {index}: {EMOJI.get(face.label, '')} {face.label} ({face.confidence:.0%})"
+
+
+def face_rows(analyses: Sequence[ImageAnalysis]) -> list[dict]:
+    """One row per face: image, face number, shown label, confidence, box and every class's probability."""
+    rows = []
+    for analysis in analyses:
+        for index, face in enumerate(analysis.faces, start=1):
+            x, y, w, h = face.box
+            rows.append({
+                "image": analysis.name, "face": index, "label": shown_label(face), "top_class": face.label,
+                "confidence": round(face.confidence, 4), "x": x, "y": y, "w": w, "h": h,
+                **{f"p_{name}": round(p, 4) for name, p in face.probabilities.items()},
+            })
+    return rows
+
+
+def results_json(analyses: Sequence[ImageAnalysis], model: str) -> str:
+    return json.dumps({
+        "model": model,
+        "images": [{"image": a.name, "problem": a.problem, "faces": [f.to_dict() for f in a.faces]} for a in analyses],
+    }, indent=2)
+
+
+def face_crop(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The face region of a BGR image as RGB, clipped to the image."""
+    x, y, w, h = box
+    crop = image[max(y, 0):max(y + h, 0), max(x, 0):max(x + w, 0)]
+    return np.ascontiguousarray(crop[..., ::-1])
+
+
+def sample_title(path: Path) -> str:
+    """``single_happy_astronaut.jpg`` -> ``single happy astronaut``."""
+    return path.stem.replace("_", " ")
+
+
+def rgb(image: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(image[..., ::-1]) if image.ndim == 3 else image
+
+
+def render_probabilities(face: FaceResult) -> None:
+    """One labelled bar per class, in the model's class order."""
+    for name, p in face.probabilities.items():
+        st.progress(float(min(max(p, 0.0), 1.0)), text=f"{EMOJI.get(name, '')} {name}: {p:.1%}")
+
+
+def render_table(rows: list[dict], file_stem: str, json_text: str | None = None) -> None:
+    """The results table with CSV (and JSON) download buttons."""
+    table = pd.DataFrame(rows)
+    st.dataframe(table, hide_index=True, width="stretch")
+    left, right = st.columns(2)
+    left.download_button("⬇️ Download CSV", table.to_csv(index=False), f"{file_stem}.csv", "text/csv",
+                         key=f"{file_stem}_csv")
+    if json_text is not None:
+        right.download_button("⬇️ Download JSON", json_text, f"{file_stem}.json", "application/json",
+                              key=f"{file_stem}_json")

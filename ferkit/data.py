@@ -1,0 +1,268 @@
+"""FER2013 and FER+ data: read straight from the shipped tars, cached as .npz after the first decode.
+
+Also reads a user's own data in the two shapes people have: the Kaggle ``fer2013.csv`` and image
+folders ``<root>/<class>/*.png|jpg``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import tarfile
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import DataError
+from .fileio import atomic_open
+from .labels import EMOTIONS, FERPLUS_EMOTIONS, FERPLUS_VOTE_COLUMNS, SPLITS
+from .settings import cache_dir, data_dir
+
+IMAGE_SIZE = 48
+FERPLUS_CSV = "fer2013new.csv"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+_FIX_HINT = "set FERKIT_DATA or pass --data to the folder that holds Training.tar.gz, PublicTest.tar.gz, PrivateTest.tar.gz"
+
+
+@dataclass
+class FaceSet:
+    """Faces of one split: ``images`` (N, 48, 48) uint8, ``labels`` (N,) int64 indices into ``classes``.
+
+    ``rows`` are the 0-based rows of fer2013.csv (or -1 for a user's data); ``votes`` (N, C) holds
+    FER+ annotator votes when known, else None.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    classes: tuple[str, ...] = EMOTIONS
+    rows: np.ndarray | None = None
+    votes: np.ndarray | None = None
+    sources: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: np.ndarray) -> "FaceSet":
+        pick = lambda a: None if a is None else a[index]  # noqa: E731
+        return FaceSet(
+            self.images[index], self.labels[index], self.classes, pick(self.rows), pick(self.votes),
+            [self.sources[i] for i in np.arange(len(self))[index]] if self.sources else [],
+        )
+
+    def counts(self) -> np.ndarray:
+        """Number of faces per class, in ``classes`` order."""
+        return np.bincount(self.labels, minlength=len(self.classes))
+
+
+def _tar_path(split: str, root: Path) -> Path:
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
+    path = root / f"{split}.tar.gz"
+    if not path.is_file():
+        raise DataError(f"FER2013 split {split} not found at {path}: {_FIX_HINT}")
+    return path
+
+
+def _cache_file(source: Path, tag: str) -> Path:
+    stat = source.stat()
+    key = hashlib.sha256(f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{tag}".encode()).hexdigest()[:16]
+    return cache_dir() / f"{source.stem.split('.')[0]}-{key}.npz"
+
+
+def decode_gray(data: bytes, where: str) -> np.ndarray:
+    """Decode image bytes to a 2-D uint8 array, or raise DataError naming ``where``."""
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE) if data else None
+    if image is None:
+        raise DataError(f"cannot decode image {where}: the file is corrupt or not an image")
+    return image
+
+
+def _read_tar(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    members: list[tuple[str, bytes]] = []
+    try:
+        with tarfile.open(path) as tf:
+            for m in tf:
+                if m.isfile():
+                    members.append((m.name, tf.extractfile(m).read()))
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise DataError(f"cannot read {path}: {e} (the archive is corrupt or truncated; copy it again)") from e
+    if not members:
+        raise DataError(f"{path} holds no images: the archive is empty or not a FER2013 split")
+
+    def parse(item: tuple[str, bytes]) -> tuple[int, int, np.ndarray]:
+        name, data = item
+        parts = name.split("/")
+        if len(parts) != 3 or parts[1] not in EMOTIONS:
+            raise DataError(f"unexpected member {name!r} in {path}: expected <Split>/<class>/<row>.webp")
+        image = decode_gray(data, f"{name} in {path}")
+        if image.shape != (IMAGE_SIZE, IMAGE_SIZE):
+            image = cv2.resize(image, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
+        return int(Path(parts[2]).stem), EMOTIONS.index(parts[1]), image
+
+    with ThreadPoolExecutor() as pool:
+        parsed = sorted(pool.map(parse, members), key=lambda t: t[0])
+    rows = np.array([p[0] for p in parsed], np.int64)
+    labels = np.array([p[1] for p in parsed], np.int64)
+    images = np.stack([p[2] for p in parsed])
+    return images, labels, rows
+
+
+def load_split(split: str, data: str | Path | None = None, cache: bool = True) -> FaceSet:
+    """One FER2013 split, sorted by fer2013.csv row; decoded once, then loaded from the cache."""
+    path = _tar_path(split, data_dir(data))
+    cached = _cache_file(path, "v1")
+    if cache and cached.is_file():
+        try:
+            with np.load(cached) as z:
+                return FaceSet(z["images"], z["labels"], EMOTIONS, z["rows"])
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            cached.unlink(missing_ok=True)  # a broken cache is rebuilt, never trusted
+    images, labels, rows = _read_tar(path)
+    if cache:
+        with atomic_open(cached, "wb") as f:
+            np.savez(f, images=images, labels=labels, rows=rows)
+    return FaceSet(images, labels, EMOTIONS, rows)
+
+
+def load_fer2013(data: str | Path | None = None) -> dict[str, FaceSet]:
+    return {split: load_split(split, data) for split in SPLITS}
+
+
+# --- FER+ -------------------------------------------------------------------------------------
+
+
+def read_ferplus_votes(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Parse fer2013new.csv into (votes (N, 8) in FERPLUS_EMOTIONS order, unknown+NF (N, 2), has_name (N,)).
+
+    Row i of the result describes fer2013.csv row i.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"FER+ votes not found at {path}: {_FIX_HINT} (it must also hold {FERPLUS_CSV})")
+    order = [FERPLUS_EMOTIONS.index(FERPLUS_VOTE_COLUMNS[c]) for c in FERPLUS_VOTE_COLUMNS]
+    votes, extra, named = [], [], []
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        expected = ["Usage", "Image name", *FERPLUS_VOTE_COLUMNS, "unknown", "NF"]
+        if header != expected:
+            raise DataError(f"{path} is not a FER+ votes file: header {header} != {expected}")
+        for line_no, rec in enumerate(reader, start=2):
+            try:
+                counts = [int(x) for x in rec[2:12]]
+            except (ValueError, IndexError) as e:
+                raise DataError(f"{path}:{line_no}: bad vote counts {rec[2:12]}") from e
+            row = np.zeros(len(FERPLUS_EMOTIONS), np.float32)
+            row[order] = counts[:8]
+            votes.append(row)
+            extra.append(counts[8:10])
+            named.append(bool(rec[1].strip()))
+    return np.array(votes), np.array(extra, np.float32), np.array(named)
+
+
+def ferplus_majority(votes: np.ndarray, extra: np.ndarray, named: np.ndarray) -> np.ndarray:
+    """FER+ majority label per row, or -1 where the FER+ protocol drops the row.
+
+    Dropped: no image name; NF (not a face) has the most votes; ``unknown`` has the most votes;
+    a tie for the most votes among the 8 emotions.
+    """
+    top = votes.max(axis=1)
+    tied = (votes == top[:, None]).sum(axis=1) > 1
+    unknown, not_face = extra[:, 0], extra[:, 1]
+    keep = named & (top > 0) & ~tied & (top > unknown) & (top > not_face)
+    return np.where(keep, votes.argmax(axis=1), -1)
+
+
+def load_ferplus_split(split: str, data: str | Path | None = None) -> FaceSet:
+    """A FER2013 split relabelled by FER+ (8 classes), rows dropped per the FER+ rules; ``votes`` kept."""
+    root = data_dir(data)
+    faces = load_split(split, root)
+    votes, extra, named = read_ferplus_votes(root / FERPLUS_CSV)
+    if len(votes) <= faces.rows.max():
+        raise DataError(f"{root / FERPLUS_CSV} has {len(votes)} rows but {split} needs row {faces.rows.max()}")
+    majority = ferplus_majority(votes, extra, named)[faces.rows]
+    keep = majority >= 0
+    kept = faces.subset(keep)
+    return FaceSet(kept.images, majority[keep], FERPLUS_EMOTIONS, kept.rows, votes[faces.rows][keep])
+
+
+def ferplus_votes_as_fer2013(votes: np.ndarray) -> np.ndarray:
+    """Map 8-class FER+ votes to the 7 FER2013 classes (contempt dropped), as distributions."""
+    seven = votes[:, : len(EMOTIONS)]
+    total = seven.sum(axis=1, keepdims=True)
+    return np.divide(seven, total, out=np.full_like(seven, 1.0 / len(EMOTIONS)), where=total > 0)
+
+
+# --- a user's own data -----------------------------------------------------------------------
+
+
+def read_kaggle_csv(path: str | Path) -> dict[str, FaceSet]:
+    """Read the Kaggle ``fer2013.csv`` (emotion,pixels,Usage) into its splits."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"CSV not found: {path}")
+    by_split: dict[str, tuple[list, list, list]] = {}
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"emotion", "pixels"} <= set(reader.fieldnames):
+            raise DataError(f"{path} is not a FER2013 CSV: it needs the columns emotion,pixels[,Usage]")
+        for row_no, rec in enumerate(reader):
+            try:
+                pixels = np.array(rec["pixels"].split(), np.uint8)
+                label = int(rec["emotion"])
+            except (ValueError, AttributeError) as e:
+                raise DataError(f"{path}:{row_no + 2}: bad emotion or pixels ({e})") from e
+            if pixels.size != IMAGE_SIZE * IMAGE_SIZE or not 0 <= label < len(EMOTIONS):
+                raise DataError(f"{path}:{row_no + 2}: expected 2304 pixels and emotion 0-6")
+            images, labels, rows = by_split.setdefault(rec.get("Usage") or "Training", ([], [], []))
+            images.append(pixels.reshape(IMAGE_SIZE, IMAGE_SIZE))
+            labels.append(label)
+            rows.append(row_no)
+    return {
+        split: FaceSet(np.stack(i), np.array(l, np.int64), EMOTIONS, np.array(r, np.int64))
+        for split, (i, l, r) in by_split.items()
+    }
+
+
+def list_image_folder(root: str | Path) -> tuple[list[Path], list[int], tuple[str, ...]]:
+    """Image paths and class indices under ``root/<class>/``; classes are the sub-folder names.
+
+    Folders named like our emotions keep the canonical order; other names follow, sorted.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"image folder not found: {root}")
+    names = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    known = [c for c in (*EMOTIONS, "contempt") if c in names]
+    classes = tuple(known + [n for n in names if n not in known])
+    paths, labels = [], []
+    for index, name in enumerate(classes):
+        for p in sorted((root / name).rglob("*")):
+            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
+                paths.append(p)
+                labels.append(index)
+    if not paths:
+        raise DataError(f"no images found under {root}/<class>/ (looked for {', '.join(IMAGE_SUFFIXES)})")
+    return paths, labels, classes
+
+
+def read_image_folder(root: str | Path, size: int = IMAGE_SIZE) -> FaceSet:
+    """Already-cropped faces in ``root/<class>/*``, resized to ``size`` grayscale. Bad files raise DataError."""
+    paths, labels, classes = list_image_folder(root)
+    images = []
+    for p in paths:
+        image = decode_gray(p.read_bytes(), str(p))
+        images.append(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA))
+    return FaceSet(np.stack(images), np.array(labels, np.int64), classes, np.full(len(paths), -1), None,
+                   [str(p) for p in paths])
+
+
+def class_table(faces: FaceSet) -> list[tuple[str, int, float]]:
+    """(class, count, percent) rows, in class order."""
+    counts = faces.counts()
+    total = max(int(counts.sum()), 1)
+    return [(name, int(n), 100.0 * n / total) for name, n in zip(faces.classes, counts)]

@@ -1,0 +1,164 @@
+"""Export a trained checkpoint to ONNX for CPU inference, checked against PyTorch.
+
+    ferkit export runs/vgg/best.pt --out vgg.onnx                       # verified on all of PublicTest
+    ferkit export runs/vgg/best.pt --out vgg.onnx --temperature 1.31    # override the calibration
+
+The ONNX graph takes ``input`` float32 (N, 1, S, S) with a dynamic N and returns ``logits``
+(N, C); the model metadata (docs/design.md) is stored in the ONNX property ``ferkit``, and a
+``<file>.sha256`` sidecar is written beside the model. Needs torch and onnx (ferkit[train]).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from .errors import ModelError
+from .faces import DEFAULT_MARGIN
+from .fileio import sha256_of, write_bytes, write_text
+from .infer import META_PROPERTY, check_meta, open_session, session_meta, softmax
+from .labels import EMOTIONS, SPLITS
+from .models import InputConfig, create_model
+from .preprocess import to_model_input
+
+MAX_PROB_DIFF = 1e-4   # max |softmax(PyTorch) - softmax(ONNX Runtime)| an export may show
+OPSET = 17
+
+
+def default_meta(arch: str, classes: tuple[str, ...] = EMOTIONS, name: str | None = None, **overrides) -> dict:
+    """Metadata for a model that has none yet: the registry's input config, no calibration (T = 1)."""
+    meta = {
+        "name": name or arch, "arch": arch, "classes": list(classes), **InputConfig().to_dict(),
+        "preprocess": "none", "temperature": 1.0, "unsure_threshold": 0.0, "face_margin": DEFAULT_MARGIN,
+    }
+    meta.update(overrides)
+    return meta
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
+    """The model (eval mode, CPU) and metadata of a checkpoint written by ``ferkit train``.
+
+    The checkpoint is unpickled in full (it holds optimizer and RNG states): load only your own files.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch.load raises pickle, zip and runtime errors alike for a bad file
+        raise ModelError(f"cannot read checkpoint {path}: {e}") from e
+    if not isinstance(ckpt, dict) or not {"model", "arch", "meta"} <= set(ckpt):
+        raise ModelError(f"{path} is not a ferkit checkpoint: it needs the keys model, arch and meta")
+    meta = check_meta(ckpt["meta"], str(path))
+    try:
+        model = create_model(ckpt["arch"], num_classes=len(meta["classes"]), **ckpt.get("model_kwargs", {}))
+        model.load_state_dict({k: v.float() for k, v in ckpt["model"].items()})
+    except (ValueError, RuntimeError, TypeError) as e:
+        raise ModelError(f"cannot rebuild the model of {path}: {e}") from e
+    return model.eval(), meta
+
+
+def export_onnx(checkpoint_path_or_model: str | os.PathLike | torch.nn.Module, out_path: str | os.PathLike,
+                meta: dict | None = None, *, opset: int = OPSET) -> Path:
+    """Write the ONNX model (atomically) and its ``.sha256`` sidecar; returns the model's path.
+
+    ``meta``: required with a bare model; with a checkpoint, its keys override the checkpoint's.
+    """
+    if isinstance(checkpoint_path_or_model, torch.nn.Module):
+        if meta is None:
+            raise ValueError("export_onnx needs meta with a bare model (see default_meta)")
+        model, meta = checkpoint_path_or_model.eval(), check_meta(meta, "export metadata")
+    else:
+        model, ckpt_meta = load_checkpoint(checkpoint_path_or_model)
+        meta = check_meta({**ckpt_meta, **(meta or {})}, str(checkpoint_path_or_model))
+    s = meta["input_size"]
+    buffer = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter is chosen on purpose: fixed graph
+        torch.onnx.export(
+            model, (torch.zeros(2, 1, s, s),), buffer, dynamo=False, opset_version=opset,
+            input_names=["input"], output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        )
+    proto = onnx.load_from_string(buffer.getvalue())
+    onnx.helper.set_model_props(proto, {META_PROPERTY: json.dumps(meta, sort_keys=True)})
+    proto.doc_string = f"ferkit {meta['name']} ({meta['arch']}): {len(meta['classes'])} classes"
+    onnx.checker.check_model(proto)
+    out_path = Path(out_path)
+    write_bytes(out_path, proto.SerializeToString())
+    write_text(sidecar_path(out_path), f"{sha256_of(out_path)}  {out_path.name}\n")
+    return out_path
+
+
+def sidecar_path(model_path: Path) -> Path:
+    return model_path.with_name(model_path.name + ".sha256")
+
+
+def verify_onnx(model: torch.nn.Module, onnx_path: str | os.PathLike, faces: np.ndarray, meta: dict,
+                batch_size: int = 512) -> float:
+    """Max |Δ| between PyTorch's and ONNX Runtime's calibrated probabilities on ``faces`` (N, 48, 48) uint8."""
+    session = open_session(Path(onnx_path))
+    name = session.get_inputs()[0].name
+    temperature = float(meta["temperature"])
+    worst = 0.0
+    model.eval()
+    for start in range(0, len(faces), batch_size):
+        x = to_model_input(faces[start:start + batch_size], meta)
+        with torch.no_grad():
+            expected = softmax(model(torch.from_numpy(x)).numpy() / temperature)
+        actual = softmax(session.run(None, {name: x})[0] / temperature)
+        worst = max(worst, float(np.abs(expected - actual).max()))
+    return worst
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser("ferkit export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help="a .pt checkpoint written by ferkit train")
+    p.add_argument("--out", required=True, help="ONNX file to write (a .sha256 sidecar is written beside it)")
+    p.add_argument("--verify-split", default="PublicTest", choices=[*SPLITS, "none"],
+                   help="FER2013 split on which ONNX Runtime must match PyTorch within "
+                        f"{MAX_PROB_DIFF:g} in every probability (default: PublicTest; none: skip)")
+    p.add_argument("--data", default=None, help="FER2013 folder (default: $FERKIT_DATA or ../shared/data/fer2013)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="calibration temperature to store (default: the checkpoint's)")
+    p.add_argument("--name", default=None, help="model name to store (default: the checkpoint's)")
+    p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default: {OPSET})")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if args.temperature is not None and not args.temperature > 0:
+        parser.error(f"--temperature must be > 0, got {args.temperature}")
+    overrides = {k: v for k, v in (("temperature", args.temperature), ("name", args.name)) if v is not None}
+    out = export_onnx(args.checkpoint, args.out, overrides, opset=args.opset)
+    meta = session_meta(open_session(out), str(out))
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, {meta['arch']}, classes: {', '.join(meta['classes'])}, "
+          f"T={meta['temperature']:.3f}) and {sidecar_path(out).name}")
+    if args.verify_split == "none":
+        return 0
+    from .data import load_split
+
+    faces = load_split(args.verify_split, args.data).images
+    model, _ = load_checkpoint(args.checkpoint)
+    diff = verify_onnx(model, out, faces, meta)
+    if diff > MAX_PROB_DIFF:
+        out.unlink()
+        sidecar_path(out).unlink(missing_ok=True)
+        raise ModelError(f"{out} disagrees with PyTorch on {args.verify_split}: max |Δprob| = {diff:.2e} > "
+                         f"{MAX_PROB_DIFF:g}; the file was removed")
+    print(f"verified on {args.verify_split} ({len(faces)} faces): max |Δprob| = {diff:.2e} <= {MAX_PROB_DIFF:g}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

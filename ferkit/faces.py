@@ -1,0 +1,234 @@
+"""Offline face detection and FER2013-style face crops (OpenCV only; nothing is downloaded).
+
+Two detectors:
+
+* ``yunet``: YuNet through ``cv2.FaceDetectorYN``, from the bundled ``weights/yunet.onnx``
+  (SHA-256 checked before loading). YuNet was trained on faces of about 10-300 px, so one pass
+  either misses close-ups (at full size) or small faces (scaled down). It runs at two scales, the
+  image capped at ``YUNET_SCALES[0]`` px and at ``YUNET_SCALES[1]`` px on its long side, and the
+  boxes are merged with NMS (docs/faces.md has the measurements behind this).
+* ``haar``: OpenCV's frontal-face Haar cascade, shipped in the opencv-python wheels: the floor,
+  used when asked for, or by ``auto`` when this OpenCV build has no ``FaceDetectorYN``.
+
+``crop_face`` turns a detection into what the model was trained on: a square grayscale face
+from the forehead to the chin, eyes level, 48x48.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import ImageError, ModelError
+from .fileio import sha256_of
+from .settings import WEIGHTS_DIR
+
+DETECTORS = ("auto", "yunet", "haar")
+MANIFEST = WEIGHTS_DIR / "manifest.json"
+YUNET_SCALES = (1280, 320)  # long side (px) of the two passes; images are never upscaled
+YUNET_MIN_SCORE = 0.7       # on the test photos: true faces score >= 0.77, false ones <= 0.37 (docs/faces.md)
+NMS_IOU = 0.3               # boxes of the two scales overlapping more than this are one face
+HAAR_MAX_SIDE = 640         # Haar's cost grows with the pixel count; it runs on a copy capped at this
+HAAR_MIN_FACE = 24          # px at the capped size
+DEFAULT_MARGIN = 0.0        # FER2013 faces are framed by YuNet's box itself: measured margin -0.03 (docs/faces.md)
+FACE_SIZE = 48
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One face: ``box`` (x, y, w, h) in image pixels, clipped to the image.
+
+    ``score``: the detector's confidence (None for Haar, which has none). ``landmarks``: (5, 2)
+    float32 image coordinates of the two eyes, the nose tip and the two mouth corners, as YuNet
+    orders them (the first eye is the one on the image's left), or None.
+    """
+
+    box: tuple[int, int, int, int]
+    score: float | None = None
+    landmarks: np.ndarray | None = None
+
+
+# --- shipped weights --------------------------------------------------------------------------
+
+
+def read_manifest() -> dict:
+    """``weights/manifest.json``: ``{"models": {name: entry}, "detectors": {name: entry}}``."""
+    try:
+        return json.loads(MANIFEST.read_text())
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot read the weights manifest {MANIFEST}: {e}; reinstall ferkit") from e
+
+
+def check_sha256(path: Path, expected: str, what: str) -> None:
+    """Raise ModelError unless the file's SHA-256 is ``expected``."""
+    actual = sha256_of(path)
+    if actual != expected.lower():
+        raise ModelError(
+            f"checksum mismatch for {what} ({path}): expected {expected}, got {actual}; "
+            "the file is corrupt, reinstall ferkit or re-export"
+        )
+
+
+def bundled_file(kind: str, name: str) -> Path:
+    """Path of a shipped file listed in the manifest under ``kind`` ("models" / "detectors"), checksum verified."""
+    entries = read_manifest().get(kind, {})
+    if name not in entries:
+        raise ModelError(f"no bundled {kind[:-1]} named {name!r} in {MANIFEST} (known: {', '.join(entries) or 'none'})")
+    entry = entries[name]
+    path = WEIGHTS_DIR / entry["file"]
+    if not path.is_file():
+        raise ModelError(f"bundled {kind[:-1]} {name!r} is missing: {path} not found; reinstall ferkit")
+    check_sha256(path, entry["sha256"], f"{kind[:-1]} {name!r}")
+    return path
+
+
+# --- detectors --------------------------------------------------------------------------------
+
+
+def _scaled(image: np.ndarray, long_side: int) -> tuple[np.ndarray, float]:
+    """The image shrunk so its long side is at most ``long_side``, and the factor applied."""
+    h, w = image.shape[:2]
+    factor = min(1.0, long_side / max(h, w))
+    if factor == 1.0:
+        return image, 1.0
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), factor
+
+
+def _clip_box(x: float, y: float, w: float, h: float, width: int, height: int) -> tuple[int, int, int, int] | None:
+    x0, y0 = max(0, round(x)), max(0, round(y))
+    x1, y1 = min(width, round(x + w)), min(height, round(y + h))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+    return x0, y0, x1 - x0, y1 - y0
+
+
+class YuNetDetector:
+    """YuNet at one or more scales; boxes of all scales merged with NMS."""
+
+    def __init__(self, model_path: Path, scales: tuple[int, ...] = YUNET_SCALES, min_score: float = YUNET_MIN_SCORE):
+        self.scales = scales
+        self.min_score = min_score
+        try:
+            self._net = cv2.FaceDetectorYN.create(str(model_path), "", (320, 320), min_score, NMS_IOU, 5000)
+        except cv2.error as e:
+            raise ModelError(f"OpenCV cannot load the YuNet face detector {model_path}: {e}") from e
+        self._lock = threading.Lock()  # setInputSize + detect mutate the detector
+
+    def _detect_rows(self, image: np.ndarray, long_side: int) -> np.ndarray:
+        """YuNet rows (x, y, w, h, 10 landmark coords, score) in full-image coordinates."""
+        small, factor = _scaled(image, long_side)
+        with self._lock:
+            self._net.setInputSize((small.shape[1], small.shape[0]))
+            _, rows = self._net.detect(small)
+        if rows is None:
+            return np.zeros((0, 15), np.float32)
+        rows = rows.copy()
+        rows[:, :14] /= factor
+        return rows
+
+    def __call__(self, image_bgr: np.ndarray) -> list[Detection]:
+        long_side = max(image_bgr.shape[:2])
+        sizes = sorted({min(s, long_side) for s in self.scales}, reverse=True)  # a small image runs once, at its size
+        rows = np.concatenate([self._detect_rows(image_bgr, size) for size in sizes])
+        rows = rows[rows[:, 14] >= self.min_score]
+        if len(rows) == 0:
+            return []
+        keep = cv2.dnn.NMSBoxes(rows[:, :4].tolist(), rows[:, 14].tolist(), self.min_score, NMS_IOU)
+        height, width = image_bgr.shape[:2]
+        found = []
+        for row in rows[np.asarray(keep, int).reshape(-1)]:
+            box = _clip_box(*row[:4], width, height)
+            if box is not None:
+                found.append(Detection(box, float(row[14]), row[4:14].reshape(5, 2).astype(np.float32)))
+        return found
+
+
+class HaarDetector:
+    """OpenCV's frontal-face Haar cascade (scaleFactor 1.1, minNeighbors 5) on a copy capped at 640 px."""
+
+    def __init__(self):
+        path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
+        self._cascade = cv2.CascadeClassifier(str(path))
+        if self._cascade.empty():
+            raise ModelError(f"OpenCV's Haar cascade {path} is missing or unreadable; reinstall opencv-python-headless 4.x")
+
+    def __call__(self, image_bgr: np.ndarray) -> list[Detection]:
+        gray = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY) if image_bgr.ndim == 3 else image_bgr
+        small, factor = _scaled(gray, HAAR_MAX_SIDE)
+        boxes = self._cascade.detectMultiScale(small, scaleFactor=1.1, minNeighbors=5,
+                                               minSize=(HAAR_MIN_FACE, HAAR_MIN_FACE))
+        height, width = gray.shape[:2]
+        clipped = (_clip_box(*(np.asarray(b, float) / factor), width, height) for b in boxes)
+        return [Detection(b) for b in clipped if b is not None]
+
+
+def has_yunet() -> bool:
+    return hasattr(cv2, "FaceDetectorYN")
+
+
+@lru_cache(maxsize=None)
+def get_detector(name: str = "auto", min_score: float = YUNET_MIN_SCORE):
+    """A ready detector, built once per (name, min_score): a callable BGR image -> list[Detection]."""
+    if name not in DETECTORS:
+        raise ValueError(f"unknown face detector {name!r}; choose one of {', '.join(DETECTORS)}")
+    if name == "auto" and not has_yunet():
+        warnings.warn(f"OpenCV {cv2.__version__} has no FaceDetectorYN: falling back to the Haar cascade, "
+                      "which misses more faces", stacklevel=2)
+        name = "haar"
+    if name == "haar":
+        return HaarDetector()
+    if not has_yunet():
+        raise ModelError(f"the yunet detector needs OpenCV >= 4.8 (found {cv2.__version__}); use --detector haar")
+    return YuNetDetector(bundled_file("detectors", "yunet"), min_score=min_score)
+
+
+def detect_faces(image_bgr: np.ndarray, detector: str = "auto", min_score: float = YUNET_MIN_SCORE) -> list[Detection]:
+    """Faces in a BGR (or gray) uint8 image, left to right; no face -> []."""
+    if image_bgr.ndim == 2:
+        image_bgr = cv2.cvtColor(image_bgr, cv2.COLOR_GRAY2BGR)
+    found = get_detector(detector, min_score)(image_bgr)
+    return sorted(found, key=lambda d: (d.box[0], d.box[1]))
+
+
+# --- crops --------------------------------------------------------------------------------------
+
+
+def eye_angle(landmarks: np.ndarray | None) -> float:
+    """Roll of the face in degrees (positive: the right-hand eye is lower), 0 without landmarks."""
+    if landmarks is None:
+        return 0.0
+    (x0, y0), (x1, y1) = sorted(map(tuple, landmarks[:2]))
+    return float(np.degrees(np.arctan2(y1 - y0, x1 - x0)))
+
+
+def crop_face(image: np.ndarray, detection: Detection, size: int = FACE_SIZE, margin: float = DEFAULT_MARGIN,
+              align: bool = True) -> np.ndarray:
+    """The face as a (size, size) uint8 grayscale crop, framed like FER2013.
+
+    A square centred on the detector box with side ``max(w, h) * (1 + margin)``, rotated so the
+    eyes are level when ``align`` and the detection has landmarks, resized with INTER_AREA. Parts
+    of the square outside the image are filled by edge replication.
+    """
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    x, y, w, h = detection.box
+    side = max(w, h) * (1.0 + margin)
+    if side < 1:
+        raise ImageError(f"face box {detection.box} is empty")
+    cx, cy = x + w / 2.0, y + h / 2.0
+    angle = eye_angle(detection.landmarks) if align else 0.0
+    out = max(1, round(side))
+    # Source -> (out x out) square: rotate about the box centre, then move the centre to the square's.
+    m = cv2.getRotationMatrix2D((cx, cy), angle, out / side)
+    m[:, 2] += (out / 2.0 - cx, out / 2.0 - cy)
+    square = cv2.warpAffine(gray, m, (out, out), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    if out == size:
+        return square
+    return cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA if out > size else cv2.INTER_LINEAR)

@@ -1,0 +1,36 @@
+"""Where ferkit finds its data and keeps its cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DATA_ENV = "FERKIT_DATA"
+CACHE_ENV = "FERKIT_CACHE"
+PACKAGE_DIR = Path(__file__).resolve().parent
+WEIGHTS_DIR = PACKAGE_DIR / "weights"
+# The project keeps the data beside its root: <root>/../shared/data/fer2013.
+_DEFAULT_DATA_CANDIDATES = (
+    Path.cwd().parent / "shared" / "data" / "fer2013",
+    PACKAGE_DIR.parent.parent / "shared" / "data" / "fer2013",
+)
+
+
+def data_dir(override: str | os.PathLike | None = None) -> Path:
+    """The FER2013 folder: ``override`` (a --data option), else $FERKIT_DATA, else ../shared/data/fer2013."""
+    if override:
+        return Path(override).expanduser()
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV]).expanduser()
+    for candidate in _DEFAULT_DATA_CANDIDATES:
+        if candidate.is_dir():
+            return candidate
+    return _DEFAULT_DATA_CANDIDATES[0]
+
+
+def cache_dir() -> Path:
+    """Where decoded datasets are cached: $FERKIT_CACHE, else $XDG_CACHE_HOME/ferkit, else ~/.cache/ferkit."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "ferkit"

@@ -1,0 +1,442 @@
+"""Emotions over time in a video file or a webcam: faces tracked across frames, probabilities smoothed.
+
+    result = analyse_video(ferkit.load(), "clip.mp4", csv_path="timeline.csv", annotate_path="out.mp4")
+    result.summary_table()              # one row per tracked face
+    result.plot_timeline("timeline.png")
+
+Each processed frame goes through the recognizer (detect, crop, one batched classification).
+Detections are tied to tracks by box overlap (IoU, Hungarian assignment), so a face keeps its id
+while it moves; each track's probabilities are an exponential moving average, so a label does not
+flicker from frame to frame.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from .errors import VideoError
+from .fileio import atomic_open, atomic_path
+from .infer import EMOTION_COLOURS, FONT, OTHER_COLOUR, FaceResult, Recognizer, draw_face
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+MIN_IOU = 0.3            # a detection continues a track only when their boxes overlap at least this much
+MAX_MISSED = 10          # processed frames a track survives without a matching detection
+FALLBACK_FPS = 30.0      # when the container (or a webcam) reports no usable frame rate
+MIN_DECODED = 0.9        # a file that decodes fewer than this share of its declared frames is corrupt
+MAX_PLOTTED_TRACKS = 12  # the timeline shows the longest tracks, one subplot each
+AV_LOG_QUIET = "-8"      # FFmpeg's log level that prints nothing
+CSV_FIELDS = ("frame", "time_s", "track", "x", "y", "w", "h", "label", "confidence")
+
+Box = tuple[int, int, int, int]
+Progress = Callable[[int, int | None], None]
+
+
+def is_video(path: str | os.PathLike) -> bool:
+    """Whether a path names a video, by its suffix (how the CLI tells videos from images)."""
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+@dataclass
+class FrameRow:
+    """One face in one processed frame; ``probabilities`` (C,) are the track's smoothed ones."""
+
+    frame: int
+    time_s: float
+    track: int
+    box: Box
+    label: str
+    confidence: float
+    probabilities: np.ndarray
+
+    def to_dict(self, classes: tuple[str, ...]) -> dict:
+        x, y, w, h = self.box
+        row = {"frame": self.frame, "time_s": round(self.time_s, 4), "track": self.track, "x": x, "y": y, "w": w,
+               "h": h, "label": self.label, "confidence": round(self.confidence, 4)}
+        row.update({c: round(float(p), 4) for c, p in zip(classes, self.probabilities)})
+        return row
+
+
+@dataclass
+class TrackSummary:
+    """One tracked face over the whole video; ``probabilities``: the mean of its smoothed per-frame ones."""
+
+    track: int
+    first_s: float
+    last_s: float
+    frames: int
+    dominant: str
+    probabilities: dict[str, float]
+
+    def to_dict(self) -> dict:
+        return {"track": self.track, "first_s": round(self.first_s, 3), "last_s": round(self.last_s, 3),
+                "frames": self.frames, "dominant": self.dominant,
+                "probabilities": {c: round(p, 4) for c, p in self.probabilities.items()}}
+
+
+@dataclass
+class VideoResult:
+    """What ``analyse_video`` found: per-frame rows (the CSV timeline) and one summary per track."""
+
+    source: str
+    classes: tuple[str, ...]
+    fps: float
+    frames: int             # frames read
+    processed_frames: int   # frames run through the recognizer (every ``sample_every``-th)
+    rows: list[FrameRow] = field(default_factory=list)
+    tracks: list[TrackSummary] = field(default_factory=list)
+    csv_path: Path | None = None
+    annotate_path: Path | None = None
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.fps
+
+    def to_dict(self) -> dict:
+        return {
+            "source": self.source, "classes": list(self.classes), "fps": self.fps, "frames": self.frames,
+            "processed_frames": self.processed_frames, "duration_s": round(self.duration_s, 3),
+            "tracks": [t.to_dict() for t in self.tracks],
+            "rows": [r.to_dict(self.classes) for r in self.rows],
+            "csv_path": str(self.csv_path) if self.csv_path else None,
+            "annotate_path": str(self.annotate_path) if self.annotate_path else None,
+        }
+
+    def summary_table(self) -> list[dict]:
+        """One flat dict per track (a table row for the app or a terminal)."""
+        return [{"track": t.track, "first_s": round(t.first_s, 2), "last_s": round(t.last_s, 2), "frames": t.frames,
+                 "dominant": t.dominant, **{c: round(p, 3) for c, p in t.probabilities.items()}} for t in self.tracks]
+
+    def write_csv(self, path: str | os.PathLike) -> Path:
+        """The timeline: one row per face per processed frame, smoothed probabilities, one column per class."""
+        path = Path(path)
+        with atomic_open(path, "w") as f:
+            writer = csv.DictWriter(f, fieldnames=[*CSV_FIELDS, *self.classes], lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(r.to_dict(self.classes) for r in self.rows)
+        return path
+
+    def plot_timeline(self, path: str | os.PathLike) -> Path:
+        """A PNG of each class's smoothed probability over time, one subplot per track (the longest few)."""
+        from matplotlib.figure import Figure  # the Agg canvas, without pyplot's global state
+
+        path = Path(path)
+        shown = sorted(self.tracks, key=lambda t: -t.frames)[:MAX_PLOTTED_TRACKS]
+        shown.sort(key=lambda t: t.track)
+        fig = Figure(figsize=(9, 1.0 + 2.2 * max(1, len(shown))), layout="constrained")
+        if not shown:
+            ax = fig.add_subplot()
+            ax.text(0.5, 0.5, f"no faces found in {Path(self.source).name}", ha="center", va="center")
+            ax.set_axis_off()
+        axes = [fig.add_subplot(len(shown), 1, i + 1) for i in range(len(shown))]
+        grouped = rows_by_track(self.rows)
+        for ax, track in zip(axes, shown):
+            rows = grouped[track.track]
+            times = [r.time_s for r in rows]
+            probs = np.stack([r.probabilities for r in rows])  # (T, C)
+            for c, name in enumerate(self.classes):
+                ax.plot(times, probs[:, c], marker="." if len(rows) < 3 else None, label=name,
+                        color=plot_colour(name))
+            ax.set_xlim(0, max(self.duration_s, 1e-3))
+            ax.set_ylim(0, 1)
+            ax.set_ylabel("probability")
+            ax.set_title(f"track {track.track}: mostly {track.dominant} ({track.frames} frames)", fontsize=10)
+        if axes:
+            axes[-1].set_xlabel("time (s)")
+            axes[0].legend(ncol=len(self.classes), fontsize=8, loc="lower left", bbox_to_anchor=(0, 1.15))
+        title = f"{Path(self.source).name}: {len(self.tracks)} tracked face(s)"
+        if len(shown) < len(self.tracks):
+            title += f", the {len(shown)} longest shown"
+        fig.suptitle(title)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+        return path
+
+
+def plot_colour(emotion: str) -> tuple[float, float, float]:
+    """The emotion's box colour (BGR, 0-255) as a matplotlib RGB colour, so plots match annotated frames."""
+    b, g, r = EMOTION_COLOURS.get(emotion, OTHER_COLOUR)
+    return r / 255, g / 255, b / 255
+
+
+# --- tracking -----------------------------------------------------------------------------------
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box of ``a`` (N, 4) with every box of ``b`` (M, 4), boxes as x, y, w, h -> (N, M)."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    a0, a1, b0, b1 = a[:, None, :2], a[:, None, :2] + a[:, None, 2:], b[None, :, :2], b[None, :, :2] + b[None, :, 2:]
+    inter = np.clip(np.minimum(a1, b1) - np.maximum(a0, b0), 0, None).prod(axis=-1)  # (N, M)
+    union = a[:, 2:].prod(axis=1)[:, None] + b[:, 2:].prod(axis=1)[None, :] - inter
+    return inter / np.maximum(union, 1e-9)
+
+
+def match_boxes(previous: np.ndarray, current: np.ndarray, min_iou: float = MIN_IOU) -> list[tuple[int, int]]:
+    """(previous, current) index pairs of the assignment with the largest total IoU; pairs below ``min_iou`` dropped."""
+    if len(previous) == 0 or len(current) == 0:
+        return []
+    iou = iou_matrix(previous, current)
+    rows, cols = linear_sum_assignment(iou, maximize=True)
+    return [(int(r), int(c)) for r, c in zip(rows, cols) if iou[r, c] >= min_iou]
+
+
+@dataclass
+class Track:
+    id: int
+    box: Box
+    probabilities: np.ndarray  # (C,) smoothed
+    missed: int = 0
+
+
+class Tracker:
+    """Tracks with stable ids; ``smoothing`` is the weight of the past in each track's moving average."""
+
+    def __init__(self, smoothing: float, max_missed: int = MAX_MISSED):
+        if not 0.0 <= smoothing < 1.0:
+            raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+        self.smoothing = smoothing
+        self.max_missed = max_missed
+        self.tracks: list[Track] = []
+        self._next_id = 1
+
+    def update(self, boxes: list[Box], probabilities: np.ndarray) -> list[Track]:
+        """The track of each detection, in detection order; unmatched tracks age, and expire after ``max_missed``."""
+        previous = np.array([t.box for t in self.tracks], np.float64).reshape(-1, 4)
+        pairs = {c: r for r, c in match_boxes(previous, np.array(boxes, np.float64).reshape(-1, 4))}
+        for track in self.tracks:
+            track.missed += 1
+        assigned = []
+        for i, (box, probs) in enumerate(zip(boxes, probabilities)):
+            if i in pairs:
+                track = self.tracks[pairs[i]]
+                track.box, track.missed = box, 0
+                track.probabilities = self.smoothing * track.probabilities + (1.0 - self.smoothing) * probs
+            else:
+                track = Track(self._next_id, box, np.asarray(probs, np.float64).copy())
+                self._next_id += 1
+                self.tracks.append(track)
+            assigned.append(track)
+        self.tracks = [t for t in self.tracks if t.missed <= self.max_missed]
+        return assigned
+
+    def visible(self) -> list[Track]:
+        """Tracks seen in the latest update."""
+        return [t for t in self.tracks if t.missed == 0]
+
+
+# --- reading and writing frames -----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def quiet_opencv() -> Iterator[None]:
+    """Keep OpenCV's and FFmpeg's own log lines off stderr: a failure is reported once, as a VideoError.
+
+    OpenCV reads OPENCV_FFMPEG_LOGLEVEL when it first uses FFmpeg, so this silences FFmpeg only when
+    no video was opened before in the process; a value the user set is kept.
+    """
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", AV_LOG_QUIET)
+    previous = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(previous)
+
+
+def open_capture(source: str | os.PathLike | int) -> cv2.VideoCapture:
+    """An opened capture for a file path or a webcam index, or VideoError saying what and where."""
+    if isinstance(source, int):
+        with quiet_opencv():
+            capture = cv2.VideoCapture(source)
+        if not capture.isOpened():
+            raise VideoError(f"cannot open webcam {source}: no camera at that index, or it is in use")
+        return capture
+    path = Path(source)
+    if not path.exists():
+        raise VideoError(f"video not found: {path}")
+    if not path.is_file():
+        raise VideoError(f"not a video file: {path}")
+    with quiet_opencv():
+        capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    if not capture.isOpened():
+        raise VideoError(f"cannot open video {path}: the file is corrupt or not a video format OpenCV can decode")
+    return capture
+
+
+def frame_rate(capture: cv2.VideoCapture) -> float:
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    return float(fps) if math.isfinite(fps) and 0 < fps <= 1000 else FALLBACK_FPS
+
+
+def declared_frames(capture: cv2.VideoCapture) -> int | None:
+    """Frame count from the container, None when unknown (webcams, some streams)."""
+    count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+    return int(count) if math.isfinite(count) and count > 0 else None
+
+
+def read_frames(capture: cv2.VideoCapture, limit: int | None) -> Iterator[np.ndarray]:
+    """BGR frames until the end, or ``limit`` frames."""
+    count = 0
+    while limit is None or count < limit:
+        ok, frame = capture.read()
+        if not ok or frame is None:
+            return
+        count += 1
+        yield frame
+
+
+def smoothed_result(track: Track, recognizer: Recognizer) -> FaceResult:
+    """A track's current state as a FaceResult (smoothed probabilities), for drawing."""
+    top = int(np.argmax(track.probabilities))
+    confidence = float(track.probabilities[top])
+    return FaceResult(track.box, recognizer.classes[top], confidence,
+                      {c: float(p) for c, p in zip(recognizer.classes, track.probabilities)},
+                      confidence < recognizer.unsure_threshold, None)
+
+
+def draw_tracks(frame: np.ndarray, tracks: list[Track], recognizer: Recognizer) -> np.ndarray:
+    """The frame (drawn on in place): each visible track's box and smoothed label, its id under the box."""
+    h, w = frame.shape[:2]
+    scale = float(np.clip(max(h, w) / 1000, 0.35, 3.0))
+    weight = max(1, round(scale * 1.5))
+    for track in tracks:
+        result = smoothed_result(track, recognizer)
+        draw_face(frame, result)
+        x, y, bw, bh = track.box
+        (_, th), base = cv2.getTextSize(f"#{track.id}", FONT, scale, weight)
+        ty = y + bh + th + base if y + bh + th + base < h else y + bh - base
+        cv2.putText(frame, f"#{track.id}", (x, ty), FONT, scale, EMOTION_COLOURS.get(result.label, OTHER_COLOUR),
+                    weight, cv2.LINE_AA)
+    return frame
+
+
+@contextlib.contextmanager
+def video_writer(path: Path | None, fps: float, size: tuple[int, int]) -> Iterator[cv2.VideoWriter | None]:
+    """An mp4v writer into a temp file renamed over ``path`` when the block succeeds; None when no path."""
+    if path is None:
+        yield None
+        return
+    with atomic_path(path) as tmp:
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+        if not writer.isOpened():
+            raise VideoError(f"cannot write the annotated video {path}: OpenCV has no mp4v encoder for it")
+        try:
+            yield writer
+        finally:
+            writer.release()
+
+
+def frame_size(capture: cv2.VideoCapture, where: str) -> tuple[int, int]:
+    width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    if width <= 0 or height <= 0:
+        raise VideoError(f"cannot read the frame size of {where}: the file is corrupt or not a video")
+    return width, height
+
+
+# --- the pipeline -------------------------------------------------------------------------------
+
+
+def rows_by_track(rows: list[FrameRow]) -> dict[int, list[FrameRow]]:
+    """Each track's rows in time order, tracks by id."""
+    grouped: dict[int, list[FrameRow]] = {}
+    for row in rows:
+        grouped.setdefault(row.track, []).append(row)
+    return dict(sorted(grouped.items()))
+
+
+def summarise_tracks(rows: list[FrameRow], classes: tuple[str, ...]) -> list[TrackSummary]:
+    summaries = []
+    for track_id, mine in rows_by_track(rows).items():
+        mean = np.mean([r.probabilities for r in mine], axis=0)
+        summaries.append(TrackSummary(
+            track_id, mine[0].time_s, mine[-1].time_s, len(mine), classes[int(np.argmax(mean))],
+            {c: float(p) for c, p in zip(classes, mean)},
+        ))
+    return summaries
+
+
+def analyse_video(recognizer: Recognizer, source: str | os.PathLike | int, *, csv_path: str | os.PathLike | None = None,
+                  annotate_path: str | os.PathLike | None = None, sample_every: int = 1, smoothing: float = 0.6,
+                  max_frames: int | None = None, progress: Progress | None = None) -> VideoResult:
+    """Track the faces of a video file (or webcam index) and their emotions over time.
+
+    Every ``sample_every``-th frame is run through ``recognizer``; the annotated video (optional)
+    keeps every frame, drawn with the latest tracks. ``smoothing`` is the weight of the past in each
+    track's exponential moving average (0: no smoothing). ``progress(done, total)`` is called after
+    each frame read; total is None when unknown. From a webcam, Ctrl+C ends the recording and the
+    outputs are still written. A video without faces gives a result with no tracks.
+    """
+    if sample_every < 1:
+        raise ValueError(f"sample_every must be >= 1, got {sample_every}")
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
+    where = f"webcam {source}" if isinstance(source, int) else str(source)
+    tracker = Tracker(smoothing)
+    capture = open_capture(source)
+    try:
+        fps, declared = frame_rate(capture), declared_frames(capture)
+        total = min(declared, max_frames) if declared and max_frames else (declared or max_frames)
+        rows: list[FrameRow] = []
+        done = processed = 0
+        out = Path(annotate_path) if annotate_path is not None else None
+        size = frame_size(capture, where)
+        with video_writer(out, fps, size) as writer:
+            try:
+                for frame in read_frames(capture, max_frames):
+                    if done % sample_every == 0:
+                        rows += classify_frame(recognizer, tracker, frame, done, done / fps)
+                        processed += 1
+                    if writer is not None:
+                        writer.write(fitted(draw_tracks(frame, tracker.visible(), recognizer), size))
+                    done += 1
+                    if progress is not None:
+                        progress(done, total)
+            except KeyboardInterrupt:
+                if not isinstance(source, int):
+                    raise
+            check_decoded(done, declared, max_frames, where)
+    finally:
+        capture.release()
+    result = VideoResult(where, tuple(recognizer.classes), fps, done, processed, rows,
+                         summarise_tracks(rows, tuple(recognizer.classes)), annotate_path=out)
+    if csv_path is not None:
+        result.csv_path = result.write_csv(csv_path)
+    return result
+
+
+def classify_frame(recognizer: Recognizer, tracker: Tracker, frame: np.ndarray, index: int,
+                   time_s: float) -> list[FrameRow]:
+    """The frame's faces (detected, cropped, classified in one batch) tied to tracks, as timeline rows."""
+    faces = recognizer.predict(frame, detect=True)
+    probs = np.array([[f.probabilities[c] for c in recognizer.classes] for f in faces], np.float64)
+    tracks = tracker.update([f.box for f in faces], probs.reshape(len(faces), len(recognizer.classes)))
+    rows = []
+    for track in tracks:
+        top = int(np.argmax(track.probabilities))
+        rows.append(FrameRow(index, time_s, track.id, track.box, recognizer.classes[top],
+                             float(track.probabilities[top]), track.probabilities.copy()))
+    return rows
+
+
+def fitted(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The frame at ``size`` (width, height): a stream may change resolution midway, a writer cannot."""
+    if frame.shape[1::-1] != size:
+        return cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+    return frame
+
+
+def check_decoded(done: int, declared: int | None, max_frames: int | None, where: str) -> None:
+    """VideoError when a file stops decoding well before the frame count its container declares."""
+    expected = min(declared, max_frames) if declared and max_frames else declared
+    if expected and done < MIN_DECODED * expected:
+        raise VideoError(f"cannot decode {where}: decoding stopped at frame {done} of {expected}; "
+                         "the file is truncated or corrupt")
