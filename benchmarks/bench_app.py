@@ -11,7 +11,7 @@ Two measurements, each on a warm app (model loaded once per process, as in real 
   "Face 1: ..." result is in the page, so it adds the HTTP upload, the websocket and the rendering.
 
 Every repeat uploads a different photo (one pixel changed), so no cache answers for the app.
-The model is the bundled default when it is installed, else a random fastnet exported on the fly.
+The model is the bundled default unless ``--model`` names another.
 Prints a table; writes benchmarks/results/app.json.
 """
 
@@ -34,7 +34,6 @@ import numpy as np
 
 from ferkit.app import MODEL_ENV
 from ferkit.fileio import write_text
-from ferkit.settings import WEIGHTS_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "ferkit" / "app" / "main.py"
@@ -53,21 +52,6 @@ def photo_640x480(variant: int) -> bytes:
     ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
     assert ok and image.shape[1::-1] == SIZE
     return data.tobytes()
-
-
-def chosen_model(model: str | None, tmp: Path) -> str:
-    if model:
-        return model
-    if (WEIGHTS_DIR / "default.onnx").is_file():
-        return "default"
-    import torch
-
-    from ferkit.export import default_meta, export_onnx
-    from ferkit.models import create_model
-
-    torch.manual_seed(0)
-    meta = default_meta("fastnet", name="random")
-    return str(export_onnx(create_model("fastnet"), tmp / "random_fastnet.onnx", meta))
 
 
 def summary(times: list[float]) -> dict:
@@ -172,21 +156,20 @@ def cpu_name() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed uploads per measurement (default: 5)")
-    parser.add_argument("--model", help="bundled name or .onnx path (default: bundled default, else random fastnet)")
+    parser.add_argument("--model", default="default", help="bundled name or .onnx path (default: %(default)s)")
     parser.add_argument("--no-browser", action="store_true", help="skip the chromium measurement")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-app-") as tmp:
-        tmp = Path(tmp)
-        model = chosen_model(args.model, tmp)
         results = {
             "what": "seconds from uploading one 640x480 JPEG (1 face) to its prediction on the page, warm app",
-            "model": model if not Path(model).is_file() else f"random fastnet ({Path(model).name})",
+            "model": args.model, "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()],
             "cpu": cpu_name(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
             "target_s": TARGET_S,
-            "apptest": bench_apptest(model, args.repeats),
+            "apptest": bench_apptest(args.model, args.repeats),
         }
         if not args.no_browser and CHROMIUM.is_file() and CHROMEDRIVER.is_file():
-            results["browser"] = bench_browser(model, args.repeats, tmp)
+            results["browser"] = bench_browser(args.model, args.repeats, Path(tmp))
+        results["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     for kind in ("apptest", "browser"):
         if kind in results:
             r = results[kind]

@@ -12,8 +12,8 @@ In one run, for each model:
   (c) a 640x480 photo with one face, read -> detect -> crop -> classify through ``Recognizer.predict``,
       with each detector, 1 thread (ONNX Runtime and OpenCV).
 
-``default`` is the shipped ``ferkit/weights/default.onnx``; until it exists, a randomly initialised
-fastnet stands in, labelled as such. Timings do not depend on weight values, so PyTorch runs the
+``default`` is the shipped ``ferkit/weights/default.onnx``; the other architectures are exported
+with random weights on the fly. Timings do not depend on weight values, so PyTorch runs the
 architecture named in the model's metadata with random weights. Prints markdown tables and
 writes benchmarks/results/infer.json with the machine's description.
 """
@@ -36,7 +36,6 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from ferkit.errors import ModelError
 from ferkit.export import default_meta, export_onnx
 from ferkit.fileio import write_text
 from ferkit.infer import Recognizer, load, open_session, read_image, resolve_model, session_meta
@@ -118,29 +117,18 @@ class Candidate:
     note: str = ""
 
 
-def shipped_default() -> Path | None:
-    try:
-        return resolve_model("default")
-    except ModelError:
-        return None
-
-
 def candidate(name: str, workdir: Path) -> Candidate:
-    """``default``: the shipped model (or a random fastnet standing in); else a registered architecture, random."""
-    shipped = shipped_default() if name == "default" else None
-    if shipped is not None:
+    """``default``: the shipped model; else a registered architecture with random weights."""
+    if name == "default":
+        shipped = resolve_model("default")
         meta = session_meta(open_session(shipped, 1), str(shipped))
         model = create_model(meta["arch"], num_classes=len(meta["classes"])).eval()
         return Candidate(f"default ({meta['arch']})", shipped, meta, model, "shipped weights")
-    arch = "fastnet" if name == "default" else name
     torch.manual_seed(0)
-    model = create_model(arch).eval()
-    meta = default_meta(arch)
-    path = export_onnx(model, workdir / f"{arch}.onnx", meta)
-    if name == "default":
-        return Candidate("default = fastnet, RANDOM weights", path, meta, model,
-                         "ferkit/weights/default.onnx not built yet: a randomly initialised fastnet stands in")
-    return Candidate(arch, path, meta, model, "random weights")
+    model = create_model(name).eval()
+    meta = default_meta(name)
+    path = export_onnx(model, workdir / f"{name}.onnx", meta)
+    return Candidate(name, path, meta, model, "random weights")
 
 
 def one_face_photo(workdir: Path) -> tuple[Path, np.ndarray]:
@@ -282,8 +270,6 @@ def markdown(report: dict) -> str:
              f"Repetitions: {'--quick' if report['quick'] else 'full'}.", ""]
     lines += latency_table(models) + [""] + throughput_table(models) + [""] + end_to_end_table(models)
     lines += ["", *(targets_line(r) for r in models if r["name"] == "default")]
-    notes = [f"- {r['label']}: {r['note']}" for r in models if "RANDOM" in r["label"]]
-    lines += ["", *notes] if notes else []
     return "\n".join(lines)
 
 
@@ -301,8 +287,6 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     names = list(dict.fromkeys(args.model or ["default", *list_models()]))
-    if "default" in names and shipped_default() is None and "fastnet" in names:
-        names.remove("fastnet")  # the default stand-in is that very model
     reps = QUICK if args.quick else FULL
     cv2.setNumThreads(1)  # OpenCV (decoding, detection) on one thread throughout, like ONNX Runtime in (a) and (c)
     given = argv if argv is not None else sys.argv[1:]

@@ -22,12 +22,13 @@ import onnx
 import torch
 
 from .errors import ModelError
-from .faces import DEFAULT_MARGIN
+from .faces import DEFAULT_MARGIN, check_sha256, read_manifest
 from .fileio import sha256_of, write_bytes, write_text
 from .infer import META_PROPERTY, check_meta, open_session, session_meta, softmax
 from .labels import EMOTIONS, SPLITS
 from .models import InputConfig, create_model
 from .preprocess import to_model_input
+from .settings import WEIGHTS_DIR
 
 MAX_PROB_DIFF = 1e-4   # max |softmax(PyTorch) - softmax(ONNX Runtime)| an export may show
 OPSET = 17
@@ -43,14 +44,34 @@ def default_meta(arch: str, classes: tuple[str, ...] = EMOTIONS, name: str | Non
     return meta
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
-    """The model (eval mode, CPU) and metadata of a checkpoint written by ``ferkit train``.
+def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
+    """A checkpoint file: a path, or a bundled model name ("default", "ferplus") -> ``weights/<name>.pt``.
+
+    A bundled checkpoint is checked against the manifest's ``models.<name>.checkpoint_sha256`` when listed.
+    """
+    path = Path(name_or_path)
+    if path.is_file() or path.suffix or os.sep in str(name_or_path):
+        if not path.is_file():
+            raise ModelError(f"checkpoint not found: {path}")
+        return path
+    name = str(name_or_path)
+    entry = read_manifest().get("models", {}).get(name, {})
+    path = WEIGHTS_DIR / entry.get("checkpoint", f"{name}.pt")
+    if not path.is_file():
+        bundled = sorted({p.stem for p in WEIGHTS_DIR.glob("*.pt")})
+        raise ModelError(f"no bundled checkpoint named {name!r} ({path} not found; bundled: "
+                         f"{', '.join(bundled) or 'none'}); pass the path of a .pt file written by ferkit train")
+    if "checkpoint_sha256" in entry:
+        check_sha256(path, entry["checkpoint_sha256"], f"checkpoint {name!r}")
+    return path
+
+
+def load_checkpoint(name_or_path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
+    """The model (eval mode, CPU) and metadata of a checkpoint written by ``ferkit train``, or of a bundled one.
 
     The checkpoint is unpickled in full (it holds optimizer and RNG states): load only your own files.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"checkpoint not found: {path}")
+    path = resolve_checkpoint(name_or_path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # torch.load raises pickle, zip and runtime errors alike for a bad file
@@ -121,7 +142,7 @@ def verify_onnx(model: torch.nn.Module, onnx_path: str | os.PathLike, faces: np.
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("ferkit export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", help="a .pt checkpoint written by ferkit train")
+    p.add_argument("checkpoint", help="a .pt checkpoint written by ferkit train, or a bundled one ('default', 'ferplus')")
     p.add_argument("--out", required=True, help="ONNX file to write (a .sha256 sidecar is written beside it)")
     p.add_argument("--verify-split", default="PublicTest", choices=[*SPLITS, "none"],
                    help="FER2013 split on which ONNX Runtime must match PyTorch within "

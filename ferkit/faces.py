@@ -3,10 +3,11 @@
 Two detectors:
 
 * ``yunet``: YuNet through ``cv2.FaceDetectorYN``, from the bundled ``weights/yunet.onnx``
-  (SHA-256 checked before loading). YuNet was trained on faces of about 10-300 px, so one pass
-  either misses close-ups (at full size) or small faces (scaled down). It runs at two scales, the
-  image capped at ``YUNET_SCALES[0]`` px and at ``YUNET_SCALES[1]`` px on its long side, and the
-  boxes are merged with NMS (docs/faces.md has the measurements behind this).
+  (SHA-256 checked before loading). YuNet finds faces of about 28-400 px at its input, so one
+  pass at full size misses close-ups and one scaled down misses small faces. ``pass_sides`` picks
+  as few passes as cover faces from ``MIN_FACE_PX`` px to the whole image: one pass for images
+  up to 685 px, else a fine pass plus a 320 px pass, boxes merged with NMS (docs/faces.md has the
+  measurements behind this).
 * ``haar``: OpenCV's frontal-face Haar cascade, shipped in the opencv-python wheels: the floor,
   used when asked for, or by ``auto`` when this OpenCV build has no ``FaceDetectorYN``.
 
@@ -17,6 +18,8 @@ from the forehead to the chin, eyes level, 48x48.
 from __future__ import annotations
 
 import json
+import math
+import sys
 import threading
 import warnings
 from dataclasses import dataclass
@@ -26,15 +29,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import ImageError, ModelError
+from .data import FaceSet, list_image_folder
+from .errors import DataError, ImageError, ModelError
 from .fileio import sha256_of
 from .settings import WEIGHTS_DIR
 
 DETECTORS = ("auto", "yunet", "haar")
 MANIFEST = WEIGHTS_DIR / "manifest.json"
-YUNET_SCALES = (1280, 320)  # long side (px) of the two passes; images are never upscaled
+YUNET_FACE_PX = (28, 400)   # face sides (px at YuNet's input) of which it finds >= 93 % (docs/faces.md)
+YUNET_COARSE_SIDE = 320     # long side (px) of the pass for the large faces
+YUNET_MAX_SIDE = 1280       # the fine pass never runs on a larger image; images are never upscaled
+MIN_FACE_PX = 48            # the smallest face searched for (image px): the models' input size
 YUNET_MIN_SCORE = 0.7       # on the test photos: true faces score >= 0.77, false ones <= 0.37 (docs/faces.md)
-NMS_IOU = 0.3               # boxes of the two scales overlapping more than this are one face
+NMS_IOU = 0.3               # boxes of the two passes overlapping more than this are one face
 HAAR_MAX_SIDE = 640         # Haar's cost grows with the pixel count; it runs on a copy capped at this
 HAAR_MIN_FACE = 24          # px at the capped size
 DEFAULT_MARGIN = 0.0        # FER2013 faces are framed by YuNet's box itself: measured margin -0.03 (docs/faces.md)
@@ -110,24 +117,52 @@ def _clip_box(x: float, y: float, w: float, h: float, width: int, height: int) -
     return x0, y0, x1 - x0, y1 - y0
 
 
-class YuNetDetector:
-    """YuNet at one or more scales; boxes of all scales merged with NMS."""
+def pass_sides(long_side: int, min_face: int = MIN_FACE_PX) -> tuple[int, ...]:
+    """Long sides (px) of the YuNet passes for an image: as few as see faces from ``min_face`` px to the whole image.
 
-    def __init__(self, model_path: Path, scales: tuple[int, ...] = YUNET_SCALES, min_score: float = YUNET_MIN_SCORE):
-        self.scales = scales
+    A pass at long side S sees the image's faces from ``YUNET_FACE_PX[0] * long_side / S`` px up.
+    The fine pass is the smallest S that sees ``min_face``-px faces. When S is at most
+    ``YUNET_FACE_PX[1]``, even a face as large as the image fits in that pass and it runs alone;
+    otherwise a ``YUNET_COARSE_SIDE`` pass is added for the large faces.
+    """
+    coarse = min(long_side, YUNET_COARSE_SIDE)
+    fine = min(long_side, YUNET_MAX_SIDE, math.ceil(long_side * YUNET_FACE_PX[0] / min_face))
+    if fine <= YUNET_FACE_PX[1]:
+        return (max(fine, coarse),)
+    return (fine, coarse)
+
+
+class YuNetDetector:
+    """YuNet at the sides of ``pass_sides`` (or at fixed ``scales``); boxes of all passes merged with NMS.
+
+    Each pass has its own ``cv2.FaceDetectorYN``: changing a detector's input size makes OpenCV
+    re-allocate the network, which cost more than the pass itself when one detector alternated
+    between two sizes (docs/faces.md).
+    """
+
+    def __init__(self, model_path: Path, min_score: float = YUNET_MIN_SCORE, min_face: int = MIN_FACE_PX,
+                 scales: tuple[int, ...] | None = None):
         self.min_score = min_score
+        self.min_face = min_face
+        self.scales = scales  # fixed long sides, each capped at the image's; None: pass_sides
         try:
-            self._net = cv2.FaceDetectorYN.create(str(model_path), "", (320, 320), min_score, NMS_IOU, 5000)
+            self._nets = [cv2.FaceDetectorYN.create(str(model_path), "", (320, 320), min_score, NMS_IOU, 5000)
+                          for _ in range(len(scales) if scales else 2)]
         except cv2.error as e:
             raise ModelError(f"OpenCV cannot load the YuNet face detector {model_path}: {e}") from e
-        self._lock = threading.Lock()  # setInputSize + detect mutate the detector
+        self._lock = threading.Lock()  # setInputSize + detect mutate the detectors
 
-    def _detect_rows(self, image: np.ndarray, long_side: int) -> np.ndarray:
+    def sides(self, long_side: int) -> tuple[int, ...]:
+        """Long sides of the passes run on an image with this long side, largest first."""
+        if self.scales is None:
+            return pass_sides(long_side, self.min_face)
+        return tuple(sorted({min(s, long_side) for s in self.scales}, reverse=True))
+
+    def _detect_rows(self, net, image: np.ndarray, long_side: int) -> np.ndarray:
         """YuNet rows (x, y, w, h, 10 landmark coords, score) in full-image coordinates."""
         small, factor = _scaled(image, long_side)
-        with self._lock:
-            self._net.setInputSize((small.shape[1], small.shape[0]))
-            _, rows = self._net.detect(small)
+        net.setInputSize((small.shape[1], small.shape[0]))  # free when the size is unchanged
+        _, rows = net.detect(small)
         if rows is None:
             return np.zeros((0, 15), np.float32)
         rows = rows.copy()
@@ -135,9 +170,9 @@ class YuNetDetector:
         return rows
 
     def __call__(self, image_bgr: np.ndarray) -> list[Detection]:
-        long_side = max(image_bgr.shape[:2])
-        sizes = sorted({min(s, long_side) for s in self.scales}, reverse=True)  # a small image runs once, at its size
-        rows = np.concatenate([self._detect_rows(image_bgr, size) for size in sizes])
+        sides = self.sides(max(image_bgr.shape[:2]))
+        with self._lock:
+            rows = np.concatenate([self._detect_rows(net, image_bgr, side) for net, side in zip(self._nets, sides)])
         rows = rows[rows[:, 14] >= self.min_score]
         if len(rows) == 0:
             return []
@@ -232,3 +267,53 @@ def crop_face(image: np.ndarray, detection: Detection, size: int = FACE_SIZE, ma
     if out == size:
         return square
     return cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA if out > size else cv2.INTER_LINEAR)
+
+
+# --- a user's folder of labelled photos ---------------------------------------------------------
+
+
+def largest_face(image_bgr: np.ndarray, detector: str = "auto") -> Detection | None:
+    found = detect_faces(image_bgr, detector)
+    return max(found, key=lambda d: d.box[2] * d.box[3]) if found else None
+
+
+def load_face_folder(root: str | Path, size: int = FACE_SIZE, margin: float = DEFAULT_MARGIN,
+                     detector: str = "auto") -> FaceSet:
+    """Faces of ``root/<class>/*`` images, cropped as at inference; classes are the sub-folder names.
+
+    An image of at most 64 px a side is taken as an already-cropped face; in larger ones the
+    largest detected face is cropped. Unreadable and face-less images are skipped with one
+    warning line each on stderr; DataError when a class is left with no face.
+    """
+    from tqdm import tqdm
+
+    from .infer import FACE_IMAGE_MAX, read_image  # infer imports this module
+
+    paths, labels, classes = list_image_folder(root)
+    faces, kept_labels, kept_paths = [], [], []
+    for path, label in zip(tqdm(paths, desc="reading faces", unit="image", file=sys.stderr, leave=False,
+                                disable=None), labels):
+        try:
+            image = read_image(path)
+        except ImageError as e:
+            tqdm.write(f"ferkit: skipped {e}", file=sys.stderr)
+            continue
+        if max(image.shape[:2]) <= FACE_IMAGE_MAX:
+            gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+            face = cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA)
+        else:
+            detection = largest_face(image, detector)
+            if detection is None:
+                tqdm.write(f"ferkit: skipped {path}: no face found", file=sys.stderr)
+                continue
+            face = crop_face(image, detection, size, margin)
+        faces.append(face)
+        kept_labels.append(label)
+        kept_paths.append(str(path))
+    found = np.bincount(np.array(kept_labels, np.int64), minlength=len(classes))
+    empty = [f"{Path(root) / c}/" for c, n in zip(classes, found) if n == 0]
+    if empty:
+        raise DataError(f"no usable face image in {', '.join(empty)} ({len(paths) - len(kept_paths)} of "
+                        f"{len(paths)} images skipped): add face photos there or remove the folder")
+    return FaceSet(np.stack(faces), np.array(kept_labels, np.int64), classes, np.full(len(faces), -1), None,
+                   kept_paths)

@@ -9,7 +9,11 @@ autocast on a GPU. The best epoch is chosen on PublicTest; PrivateTest is only e
     ferkit train --from default --data-folder my_faces/ --out runs/mine   # fine-tune on your images
     torchrun --nproc_per_node=2 -m ferkit.train --arch vgg ... # data-parallel on 2 GPUs (DDP)
 
-Interrupted runs resume from ``<out>/last.pt`` (written atomically after every epoch).
+Interrupted runs resume from ``<out>/last.pt`` (written atomically after every epoch). At the end,
+``best.pt`` gets the temperature fitted on the validation split (PublicTest, or the held-out part of
+--data-folder), ``<out>/report/`` the evaluation of that split and ``logits.npz`` the logits of
+every held-out split and TTA mode (for ``ferkit evaluate --probs``). ``ferkit export <out>/best.pt``
+turns the model into the ONNX file ``ferkit.load`` reads.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ import os
 import random
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +36,14 @@ from tqdm import tqdm
 
 from .augment import NO_AUGMENT, AugmentConfig, augment_batch, mix_batch
 from .data import FaceSet, ferplus_votes_as_fer2013, load_ferplus_split, load_split, read_ferplus_votes
-from .errors import DataError, FerkitError
+from .errors import DataError, FerkitError, ModelError
+from .evaluate import evaluation_report
+from .export import default_meta, load_checkpoint
+from .faces import load_face_folder
 from .fileio import atomic_path, write_text
 from .labels import EMOTIONS, FERPLUS_EMOTIONS
 from .models import InputConfig, count_params, create_model, list_models
-from .settings import WEIGHTS_DIR, data_dir
+from .settings import data_dir
 from .tta import tta_views
 
 # Settings each recipe fills in where the command line leaves them unset.
@@ -52,6 +58,10 @@ RECIPES: dict[str, dict] = {
     "finetune": dict(epochs=30, batch_size=64, opt="adamw", lr=3e-4, weight_decay=1e-4, sched="cosine",
                      warmup_epochs=1, label_smoothing=0.1, mixup_alpha=0.0, aug="default", balance="loss"),
 }
+DEFAULT_ARCH = "vgg"
+UNSURE_THRESHOLD = 0.4  # stored in new models; a fine-tuned model keeps its parent's
+# What a fine-tuned model inherits from the checkpoint it starts from: how its faces are framed and scaled.
+INHERITED_META = ("input_size", "channels", "mean", "std", "face_margin", "unsure_threshold")
 AUGMENTS = {
     "none": NO_AUGMENT,
     "report": AugmentConfig(rotate=15, zoom=0.15, shift=0.0, flip=True, brightness=0.2, contrast=0.0, erase=0.0),
@@ -61,7 +71,8 @@ AUGMENTS = {
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("ferkit train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--arch", default="vgg", choices=list_models(), help="model architecture (default: vgg)")
+    p.add_argument("--arch", default=None, choices=list_models(),
+                   help=f"model architecture (default: {DEFAULT_ARCH}, or the --from checkpoint's)")
     p.add_argument("--recipe", default=None, choices=sorted(RECIPES),
                    help="preset of the settings below: 'seed' (report), 'default', 'finetune' "
                         "(default: 'finetune' with --from, else 'default')")
@@ -89,8 +100,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--aug", default=None, choices=sorted(AUGMENTS))
     p.add_argument("--balance", default=None, choices=["none", "loss", "sampler"],
                    help="class imbalance: none, loss weights or a sampler, both ~ 1/sqrt(class frequency)")
-    p.add_argument("--preprocess", default="none", choices=["none", "report"],
-                   help="train on raw faces or on the report's blur/sharpen/denoise output (default: none)")
+    p.add_argument("--preprocess", default=None, choices=["none", "report"],
+                   help="train on raw faces or on the report's blur/sharpen/denoise output "
+                        "(default: none, or the --from checkpoint's)")
     p.add_argument("--distill", nargs="+", default=None, metavar="CKPT", help="teacher checkpoints (ensemble)")
     p.add_argument("--distill-weight", type=float, default=0.7, help="share of the distillation loss (default: 0.7)")
     p.add_argument("--distill-temp", type=float, default=2.0, help="distillation temperature (default: 2.0)")
@@ -109,13 +121,24 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve_settings(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill unset options from the recipe; the result is saved as <out>/args.json."""
+def resolve_settings(args: argparse.Namespace, parent: dict | None = None) -> argparse.Namespace:
+    """Fill unset options from the recipe and from ``parent``, the metadata of the --from checkpoint.
+
+    The result is saved as <out>/args.json.
+    """
     recipe = args.recipe or ("finetune" if args.init_from else "default")
     args.recipe = recipe
     for key, value in RECIPES[recipe].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if parent:
+        if args.arch not in (None, parent["arch"]):
+            raise FerkitError(f"--arch {args.arch} differs from the architecture of --from {args.init_from} "
+                              f"({parent['arch']}): leave --arch out when fine-tuning")
+        args.arch = parent["arch"]
+        args.preprocess = args.preprocess or parent["preprocess"]
+    args.arch = args.arch or DEFAULT_ARCH
+    args.preprocess = args.preprocess or "none"
     args.name = args.name or Path(args.out).name
     return args
 
@@ -150,23 +173,25 @@ def all_reduce_sum(values: list[float], device: torch.device, world: int) -> lis
 # --- data ------------------------------------------------------------------------------------
 
 
-def load_data(args) -> tuple[FaceSet, np.ndarray, FaceSet, dict[str, FaceSet], tuple[str, ...]]:
-    """(train faces, train targets (N, C) soft, validation faces, report splits, classes)."""
-    if args.data_folder:
-        from .faces import load_face_folder
+def load_data(args, meta: dict) -> tuple[FaceSet, np.ndarray, dict[str, FaceSet]]:
+    """(train faces, train targets (N, C) soft, held-out splits); the first held-out split is the validation split.
 
-        faces = load_face_folder(args.data_folder)
+    A user's photos (--data-folder) are cropped as at inference, at ``meta``'s input size and face margin.
+    """
+    if args.data_folder:
+        faces = load_face_folder(args.data_folder, size=meta["input_size"], margin=meta["face_margin"])
+        if len(faces.classes) < 2:
+            raise DataError(f"{args.data_folder} has one class folder ({faces.classes[0]}): a model needs two or more")
         train, val = stratified_split(faces, args.val_fraction, args.seed)
-        return train, one_hot(train.labels, len(faces.classes)), val, {"validation": val}, faces.classes
+        return train, one_hot(train.labels, len(faces.classes)), {"validation": val}
     root = data_dir(args.data)
+    held_out = ("PublicTest", *args.report_splits)
     if args.dataset == "ferplus":
-        splits = {s: load_ferplus_split(s, root) for s in ("Training", "PublicTest", *args.report_splits)}
-        train = splits["Training"]
+        train = load_ferplus_split("Training", root)
         votes = train.votes / train.votes.sum(axis=1, keepdims=True)
         targets = votes if args.targets == "soft" else one_hot(train.labels, len(FERPLUS_EMOTIONS))
-        return train, targets.astype(np.float32), splits["PublicTest"], splits, FERPLUS_EMOTIONS
-    splits = {s: load_split(s, root) for s in ("Training", "PublicTest", *args.report_splits)}
-    train = splits["Training"]
+        return train, targets.astype(np.float32), {s: load_ferplus_split(s, root) for s in held_out}
+    train = load_split("Training", root)
     targets = one_hot(train.labels, len(EMOTIONS))
     if args.targets == "soft":
         # FER+ votes for the same images, mapped onto FER2013's 7 classes; rows without votes keep their label.
@@ -174,7 +199,7 @@ def load_data(args) -> tuple[FaceSet, np.ndarray, FaceSet, dict[str, FaceSet], t
         mapped = ferplus_votes_as_fer2013(votes[train.rows])
         has_votes = votes[train.rows][:, : len(EMOTIONS)].sum(axis=1) > 0
         targets = np.where(has_votes[:, None], mapped, targets).astype(np.float32)
-    return train, targets, splits["PublicTest"], splits, EMOTIONS
+    return train, targets, {s: load_split(s, root) for s in held_out}
 
 
 def one_hot(labels: np.ndarray, n: int) -> np.ndarray:
@@ -223,37 +248,38 @@ def normalise(x_uint8_or_unit: torch.Tensor, cfg: InputConfig) -> torch.Tensor:
 # --- model, optimiser, schedule ----------------------------------------------------------------
 
 
-def resolve_checkpoint(name_or_path: str) -> Path:
-    path = Path(name_or_path)
-    if path.suffix != ".pt":
-        path = WEIGHTS_DIR / f"{name_or_path}.pt"
-    if not path.is_file():
-        raise FerkitError(f"checkpoint not found: {path}")
-    return path
+def input_config(meta: dict) -> InputConfig:
+    return InputConfig(meta["input_size"], meta["channels"], meta["mean"], meta["std"])
 
 
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
-    """Rebuild a trained model and its metadata from a checkpoint written by this script."""
-    path = resolve_checkpoint(str(path))
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=False)
-        meta = ckpt["meta"]
-        model = create_model(ckpt["arch"], num_classes=len(meta["classes"]), **ckpt.get("model_kwargs", {}))
-        model.load_state_dict({k: v.float() for k, v in ckpt["model"].items()})
-    except (OSError, RuntimeError, KeyError, EOFError, ValueError) as e:
-        raise FerkitError(f"cannot load checkpoint {path}: {e}") from e
-    return model.to(device), meta
+def run_meta(args, parent: dict | None) -> dict:
+    """The metadata stored in the checkpoints (docs/design.md); classes are set once the data is read."""
+    inherited = {k: parent[k] for k in INHERITED_META} if parent else {"unsure_threshold": UNSURE_THRESHOLD}
+    return default_meta(args.arch, name=args.name, preprocess=args.preprocess, **inherited)
 
 
-def build_model(args, classes: tuple[str, ...], device: torch.device) -> torch.nn.Module:
-    if not args.init_from:
-        return create_model(args.arch, num_classes=len(classes)).to(device)
-    model, meta = load_checkpoint(args.init_from, device)
-    args.arch = meta["arch"]
-    if tuple(meta["classes"]) != tuple(classes):  # a user's own class set: keep the features, new head
-        head = model.head[-1]
-        model.head[-1] = torch.nn.Linear(head.in_features, len(classes)).to(device)
+def build_model(args, classes: tuple[str, ...], parent: tuple[torch.nn.Module, dict] | None) -> torch.nn.Module:
+    """A new model, or the --from checkpoint's with a last layer for ``classes`` when they differ from its own."""
+    if parent is None:
+        return create_model(args.arch, num_classes=len(classes))
+    model, meta = parent
+    if tuple(meta["classes"]) != tuple(classes):
+        replace_head(model, tuple(meta["classes"]), classes)
     return model
+
+
+def replace_head(model: torch.nn.Module, old_classes: tuple[str, ...], classes: tuple[str, ...]) -> None:
+    """A user's own class set: keep the features, new last layer; a class the model knew keeps its row."""
+    old = model.head[-1] if isinstance(getattr(model, "head", None), torch.nn.Sequential) else None
+    if not isinstance(old, torch.nn.Linear):
+        raise ModelError(f"cannot fine-tune {type(model).__name__} on new classes: its head does not end in a Linear layer")
+    new = torch.nn.Linear(old.in_features, len(classes))
+    with torch.no_grad():
+        for i, name in enumerate(classes):
+            if name in old_classes:
+                new.weight[i] = old.weight[old_classes.index(name)]
+                new.bias[i] = old.bias[old_classes.index(name)]
+    model.head[-1] = new
 
 
 def build_optimizer(model: torch.nn.Module, args) -> torch.optim.Optimizer:
@@ -391,7 +417,7 @@ def write_log(out: Path, log: list[dict]) -> None:
     write_text(out / "log.json", json.dumps(log, indent=1))
 
 
-def plot_curves(out: Path, log: list[dict]) -> None:
+def plot_curves(out: Path, log: list[dict], val_split: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -400,10 +426,10 @@ def plot_curves(out: Path, log: list[dict]) -> None:
     epochs = [r["epoch"] for r in log]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
     a.plot(epochs, [r["train_loss"] for r in log], label="train")
-    a.plot(epochs, [r["val_loss"] for r in log], label="validation (PublicTest)")
+    a.plot(epochs, [r["val_loss"] for r in log], label=f"validation ({val_split})")
     a.set(xlabel="epoch", ylabel="loss", title="loss")
     b.plot(epochs, [r["train_acc"] for r in log], label="train (augmented)")
-    b.plot(epochs, [r["val_acc"] for r in log], label="validation (PublicTest)")
+    b.plot(epochs, [r["val_acc"] for r in log], label=f"validation ({val_split})")
     b.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     for ax in (a, b):
         ax.grid(alpha=0.3)
@@ -433,7 +459,9 @@ def fit_epochs_to_time_limit(args, state, epoch_seconds, epoch, elapsed, rank, w
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = resolve_settings(get_args_parser().parse_args(argv))
+    args = get_args_parser().parse_args(argv)
+    parent = load_checkpoint(args.init_from) if args.init_from else None  # (model, meta), on the CPU
+    args = resolve_settings(args, parent[1] if parent else None)
     rank, world, device = setup_distributed(args.device)
     if args.batch_size % world:
         raise FerkitError(f"--batch-size {args.batch_size} must divide evenly over {world} ranks")
@@ -444,13 +472,16 @@ def main(argv: list[str] | None = None) -> int:
     torch.backends.cudnn.benchmark = True
 
     # data: everything on the device, uint8
-    train, targets_np, val, report_splits, classes = load_data(args)
+    meta = run_meta(args, parent[1] if parent else None)
+    train, targets_np, held_out = load_data(args, meta)
     if args.subset:
         train = train.subset(np.arange(min(args.subset, len(train))))
         targets_np = targets_np[: len(train)]
-        report_splits = {k: v.subset(np.arange(min(args.subset, len(v)))) for k, v in report_splits.items()}
-        val = report_splits.get("PublicTest", report_splits.get("validation"))
-    cfg = InputConfig()
+        held_out = {k: v.subset(np.arange(min(args.subset, len(v)))) for k, v in held_out.items()}
+    classes = train.classes
+    meta["classes"] = list(classes)
+    val_split, val = next(iter(held_out.items()))
+    cfg = input_config(meta)
     images = faces_to_device(train.images, device, args.preprocess)
     targets = torch.from_numpy(targets_np).to(device)
     val_views = tta_tensor(val.images, args.eval_tta, device, args.preprocess)
@@ -460,13 +491,11 @@ def main(argv: list[str] | None = None) -> int:
     sample_p = torch.from_numpy(w[train.labels].astype(np.float64)) if args.balance == "sampler" else None
 
     # model
-    model = build_model(args, classes, device).to(memory_format=torch.channels_last)
-    teachers = [load_checkpoint(p, device)[0].eval().to(memory_format=torch.channels_last) for p in args.distill or []]
+    model = build_model(args, classes, parent).to(device, memory_format=torch.channels_last)
+    teachers = [load_checkpoint(p)[0].to(device, memory_format=torch.channels_last) for p in args.distill or []]
     optimizer = build_optimizer(model, args)
     scheduler = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=3, min_lr=1e-6)
                  if args.sched == "plateau" else None)
-    meta = {"name": args.name, "arch": args.arch, "classes": list(classes), **cfg.to_dict(),
-            "preprocess": args.preprocess, "temperature": 1.0, "unsure_threshold": 0.4}
 
     # resume
     start_epoch, best, log = 0, -1.0, []
@@ -492,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         write_text(out / "args.json", json.dumps(vars(args), indent=1))
-        print(f"{args.arch}: {count_params(model):,} parameters | train {len(train)} faces, validation {len(val)} | "
+        print(f"{args.arch}: {count_params(model):,} parameters | train {len(train)} faces, {val_split} {len(val)} | "
               f"{args.recipe} recipe, {args.epochs} epochs, batch {args.batch_size} on {world} x {device.type}", flush=True)
 
     started = time.time()
@@ -521,57 +550,45 @@ def main(argv: list[str] | None = None) -> int:
 
     if rank == 0:
         write_text(out / "args.json", json.dumps(vars(args), indent=1))  # with the epochs actually run
-        plot_curves(out, log)
-        finish(out, args, report_splits, device)
+        plot_curves(out, log, val_split)
+        finish(out, args, held_out, device)
     if world > 1:
         dist.destroy_process_group()
     return 0
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The T minimising the NLL of softmax(logits / T) (Guo et al. 2017), searched over log T."""
-    z, y = torch.from_numpy(logits).double(), torch.from_numpy(labels)
-    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = F.cross_entropy(z / log_t.exp(), y)
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return float(log_t.detach().exp())
-
-
-def finish(out: Path, args, report_splits: dict[str, FaceSet], device: torch.device) -> None:
-    """Fit the temperature on the validation split, store it in best.pt, save logits of every split and TTA."""
-    model, meta = load_checkpoint(out / "best.pt", device)
-    model = model.to(memory_format=torch.channels_last)
-    cfg = InputConfig(meta["input_size"], meta["channels"], meta["mean"], meta["std"])
+def finish(out: Path, args, held_out: dict[str, FaceSet], device: torch.device) -> None:
+    """Logits of the best epoch on every held-out split and TTA mode (logits.npz), the evaluation report of the
+    validation split (<out>/report/) and the temperature fitted on it, stored in best.pt."""
+    model, meta = load_checkpoint(out / "best.pt")
+    model = model.to(device, memory_format=torch.channels_last)
+    cfg = input_config(meta)
     arrays: dict[str, np.ndarray] = {"classes": np.array(meta["classes"])}
-    for split, faces in report_splits.items():
-        if split == "Training":
-            continue
+    for split, faces in held_out.items():
         arrays[f"{split}_labels"] = faces.labels
         for mode in ("none", "flip", "crops"):
             logits = predict_logits(model, tta_tensor(faces.images, mode, device, args.preprocess), cfg)
             arrays[f"{split}_logits_{mode}"] = logits.cpu().numpy()
-    summary = {}
-    calibration = "PublicTest" if "PublicTest" in report_splits else "validation"
-    if calibration in report_splits:
-        meta["temperature"] = fit_temperature(arrays[f"{calibration}_logits_flip"], arrays[f"{calibration}_labels"])
-        ckpt = torch.load(out / "best.pt", map_location="cpu", weights_only=False)
-        ckpt["meta"] = meta
-        with atomic_path(out / "best.pt") as tmp:
-            torch.save(ckpt, tmp)
-        for key in arrays:
-            if "_logits_" in key:
-                split = key.split("_logits_")[0]
-                summary[key.replace("_logits", "_acc")] = float((arrays[key].argmax(1) == arrays[f"{split}_labels"]).mean())
     with atomic_path(out / "logits.npz") as tmp:
         np.savez_compressed(tmp, **arrays)
-    summary["temperature"] = meta["temperature"]
+
+    # Calibrated on the validation split itself: the only held-out faces a --data-folder run has.
+    split = next(iter(held_out))
+    logits, labels = arrays[f"{split}_logits_{args.eval_tta}"], arrays[f"{split}_labels"]
+    report = evaluation_report(
+        None, labels, meta["classes"], out / "report", title=f"{meta['name']} on {split} (TTA {args.eval_tta})",
+        logits=logits, calibration_logits=logits, calibration_labels=labels, calibration_split=split,
+        extra={"model": str(out / "best.pt"), "arch": meta["arch"], "split": split, "tta": args.eval_tta,
+               "command": " ".join(sys.argv)})
+    meta["temperature"] = report["calibration"]["temperature"]  # calibration.fit_temperature on these logits
+    ckpt = torch.load(out / "best.pt", map_location="cpu", weights_only=False)
+    ckpt["meta"] = meta
+    with atomic_path(out / "best.pt") as tmp:
+        torch.save(ckpt, tmp)
+
+    summary = {key.replace("_logits", "_acc"): float((value.argmax(1) == arrays[key.split("_logits_")[0] + "_labels"]).mean())
+               for key, value in arrays.items() if "_logits_" in key}
+    summary |= {"temperature": meta["temperature"], "report": str(out / "report")}
     write_text(out / "summary.json", json.dumps(summary, indent=1))
     print("summary " + json.dumps(summary), flush=True)
 

@@ -1,7 +1,8 @@
 """The Streamlit app through streamlit.testing.v1.AppTest: every page, real photos, bad uploads.
 
-The model is a randomly initialised fastnet exported to ONNX (its labels are arbitrary but valid);
-tests of what the bundled model says skip while ferkit/weights/default.onnx is absent.
+Most tests drive the pages with a randomly initialised fastnet exported to ONNX (its labels are
+arbitrary but valid), so they do not depend on trained weights; the `bundled` tests check what the
+shipped default model says and shows.
 """
 
 from __future__ import annotations
@@ -17,14 +18,13 @@ from streamlit.testing.v1 import AppTest
 from ferkit.app import MODEL_ENV, launch
 from ferkit.app.common import MAX_IMAGE_MB, face_rows, results_json
 from ferkit.labels import EMOTIONS
-from ferkit.settings import DATA_ENV, WEIGHTS_DIR
+from ferkit.settings import DATA_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "ferkit" / "app" / "main.py"
 SAMPLES = ROOT / "ferkit" / "app" / "samples"
 ASTRONAUT = SAMPLES / "single_happy_astronaut.jpg"
 FAMILY = SAMPLES / "group4_family.jpg"
-BUNDLED_DEFAULT = WEIGHTS_DIR / "default.onnx"
 TIMEOUT_S = 60
 LABELS = (*EMOTIONS, "contempt", "unsure")
 
@@ -182,7 +182,6 @@ def test_results_json_and_rows():
     assert data["images"][1] == {"image": "b.jpg", "problem": "b.jpg: bad", "faces": []}
 
 
-@pytest.mark.skipif(not BUNDLED_DEFAULT.is_file(), reason=f"the bundled model {BUNDLED_DEFAULT} is not there yet")
 def test_bundled_model_sees_the_astronaut_smile(monkeypatch):
     monkeypatch.delenv(MODEL_ENV, raising=False)
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S).run()
@@ -291,7 +290,6 @@ def test_model_page_renders_an_evaluation_report(app, tmp_path, monkeypatch):
         ["Confusion matrix", "ROC curves, one class vs the rest", "Reliability diagram (calibration)"])
 
 
-@pytest.mark.skipif(not BUNDLED_DEFAULT.is_file(), reason=f"the bundled model {BUNDLED_DEFAULT} is not there yet")
 def test_model_page_shows_the_bundled_report(monkeypatch):
     monkeypatch.delenv(MODEL_ENV, raising=False)
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S).run()

@@ -26,7 +26,7 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-from test_app import BUNDLED_DEFAULT, LABELS, export_random_model, shown_label  # noqa: E402
+from test_app import shown_label  # noqa: E402
 
 from ferkit.app import MODEL_ENV  # noqa: E402
 from ferkit.fileio import write_bytes  # noqa: E402
@@ -72,21 +72,12 @@ def wait_for_health(url: str, server: subprocess.Popen, timeout: float, log: Pat
 
 
 @pytest.fixture(scope="module")
-def app_model(tmp_path_factory) -> Path | None:
-    """None (the bundled default model) when it is there, else a random model exported for the test."""
-    if BUNDLED_DEFAULT.is_file():
-        return None
-    return export_random_model(tmp_path_factory.mktemp("model") / "random.onnx")
-
-
-@pytest.fixture(scope="module")
-def app_url(app_model, tmp_path_factory):
-    """`ferkit app` on a free port, run from an empty folder; always stopped afterwards."""
+def app_url(tmp_path_factory):
+    """`ferkit app` with the bundled default model on a free port, run from an empty folder; always stopped afterwards."""
     tmp_path = tmp_path_factory.mktemp("server")
     env = {k: v for k, v in os.environ.items() if k != MODEL_ENV} | {"PYTHONPATH": str(ROOT)}
     port = free_port()
-    model = ["--model", str(app_model)] if app_model else []
-    command = [sys.executable, "-m", "ferkit", "app", "--port", str(port), "--headless", *model]
+    command = [sys.executable, "-m", "ferkit", "app", "--port", str(port), "--headless"]
     log_path = tmp_path / "server.log"
     with open(log_path, "wb") as log:
         server = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -128,15 +119,14 @@ def screenshot(browser, tmp_path: Path, page: str) -> None:
         write_bytes(DOCS_IMG / path.name, path.read_bytes())
 
 
-def test_upload_photo_shows_faces(app_model, app_url, browser, tmp_path):
+def test_upload_photo_shows_faces(app_url, browser, tmp_path):
     browser.get(app_url)
     wait = WebDriverWait(browser, RESULT_WAIT_S)
     file_input = wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "input[type=file]")))
     file_input.send_keys(str(PHOTO))
     assert wait.until(EC.presence_of_element_located(SUMMARY)).text == "1 face found in 1 image"
     title = wait.until(EC.presence_of_element_located(FIRST_FACE)).text
-    label = shown_label(title)
-    assert label == "happy" if app_model is None else label in LABELS, title
+    assert shown_label(title) == "happy", title
     wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "[data-testid=stDataFrame]")))
     time.sleep(1)  # let the images and the table paint before the screenshot
     screenshot(browser, tmp_path, "analyse")

@@ -14,7 +14,6 @@ import pytest
 
 from ferkit.errors import VideoError
 from ferkit.infer import load
-from ferkit.settings import WEIGHTS_DIR
 from ferkit.video import CSV_FIELDS, MAX_MISSED, Tracker, analyse_video, check_decoded, iou_matrix, match_boxes
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,7 +38,7 @@ def make_clip(photo: Path, out: Path, frames: int = CLIP_FRAMES, step: int = CLI
 
 
 def export_random_fastnet(path: Path) -> Path:
-    """A randomly initialised fastnet as a ferkit ONNX file (stands in until the bundled default exists)."""
+    """A randomly initialised fastnet as a ferkit ONNX file: the tracking tests do not depend on trained weights."""
     torch = pytest.importorskip("torch")
     from ferkit.export import default_meta, export_onnx
     from ferkit.models import create_model
@@ -245,7 +244,6 @@ def test_cli_names_a_corrupt_video(model_path, tmp_path):
     assert all(line.startswith("ferkit:") for line in done.stderr.strip().splitlines())
 
 
-@pytest.mark.skipif(not (WEIGHTS_DIR / "default.onnx").is_file(), reason="the bundled default model is not trained yet")
 def test_bundled_model_sees_a_happy_astronaut(photos_dir, tmp_path):
     clip = make_clip(photos_dir / "single_happy_astronaut.jpg", tmp_path / "astronaut.mp4", frames=12)
     result = analyse_video(load(), clip)

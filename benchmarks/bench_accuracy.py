@@ -1,0 +1,146 @@
+"""Accuracy of every trained model, chosen on PublicTest, reported on PrivateTest.
+
+Two sources, printed as markdown tables and written to benchmarks/results/accuracy.json:
+
+1. the logits that each GPU training run saved (docs/results/runs/<run>/logits.npz): every run and
+   TTA mode, the best single model and the best ensemble, both chosen on PublicTest only;
+2. the bundled ONNX models, re-scored here on the CPU from the committed weights (ONNX Runtime).
+
+    python -m benchmarks.bench_accuracy            # everything (a few minutes on 2 cores)
+    python -m benchmarks.bench_accuracy --no-onnx  # only the saved logits (seconds)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+from ferkit.calibration import fit_temperature, softmax
+from ferkit.evaluate import choose_ensemble_weights, ensemble_probs
+from ferkit.fileio import write_text
+from ferkit.labels import FERPLUS_EMOTIONS
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = ROOT / "docs" / "results" / "runs"
+OUT = ROOT / "benchmarks" / "results" / "accuracy.json"
+TTA_MODES = ("none", "flip", "crops")
+VALIDATION, TEST = "PublicTest", "PrivateTest"
+
+
+def load_runs() -> dict[str, dict[str, np.ndarray]]:
+    runs = {}
+    for path in sorted(RUNS.glob("*/logits.npz")):
+        with np.load(path) as z:
+            if f"{TEST}_labels" in z:
+                runs[path.parent.name] = {k: z[k] for k in z.files}
+    return runs
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    return float((logits.argmax(1) == labels).mean())
+
+
+def run_table(runs: dict) -> list[dict]:
+    rows = []
+    for name, z in runs.items():
+        for tta in TTA_MODES:
+            if f"{TEST}_logits_{tta}" in z:
+                rows.append({"run": name, "classes": len(z["classes"]), "tta": tta,
+                             VALIDATION: accuracy(z[f"{VALIDATION}_logits_{tta}"], z[f"{VALIDATION}_labels"]),
+                             TEST: accuracy(z[f"{TEST}_logits_{tta}"], z[f"{TEST}_labels"])})
+    return rows
+
+
+def best_single(rows: list[dict], n_classes: int) -> dict:
+    """The (run, TTA) with the highest PublicTest accuracy."""
+    return max((r for r in rows if r["classes"] == n_classes), key=lambda r: r[VALIDATION])
+
+
+def best_ensemble(runs: dict, n_classes: int) -> dict:
+    """Per TTA mode: members' temperatures and weights fitted on PublicTest; the mode is chosen on PublicTest too."""
+    results = []
+    for tta in TTA_MODES:
+        members = {n: z for n, z in runs.items()
+                   if len(z["classes"]) == n_classes and f"{TEST}_logits_{tta}" in z}
+        if len(members) < 2:
+            continue
+        names = sorted(members)
+        temps = [fit_temperature(members[n][f"{VALIDATION}_logits_{tta}"], members[n][f"{VALIDATION}_labels"]) for n in names]
+        val = [softmax(members[n][f"{VALIDATION}_logits_{tta}"], t) for n, t in zip(names, temps)]
+        test = [softmax(members[n][f"{TEST}_logits_{tta}"], t) for n, t in zip(names, temps)]
+        val_labels, test_labels = members[names[0]][f"{VALIDATION}_labels"], members[names[0]][f"{TEST}_labels"]
+        weights = choose_ensemble_weights(val, val_labels)
+        results.append({
+            "tta": tta, "members": {n: float(w) for n, w in zip(names, weights) if w > 0},
+            VALIDATION: float((ensemble_probs(val, weights).argmax(1) == val_labels).mean()),
+            TEST: float((ensemble_probs(test, weights).argmax(1) == test_labels).mean()),
+        })
+    return max(results, key=lambda r: r[VALIDATION])
+
+
+def onnx_table(models: list[str], modes: list[str]) -> list[dict]:
+    import ferkit
+    from ferkit.data import load_ferplus_split, load_split
+    from ferkit.fileio import sha256_of
+    from ferkit.infer import resolve_model
+
+    rows = []
+    for name in models:
+        recognizer = ferkit.load(name)
+        ferplus = tuple(recognizer.classes) == FERPLUS_EMOTIONS
+        load = load_ferplus_split if ferplus else load_split
+        splits = {s: load(s) for s in (VALIDATION, TEST)}
+        for tta in modes:
+            row = {"model": name, "sha256": sha256_of(resolve_model(name)), "tta": tta,
+                   "dataset": "FER+" if ferplus else "FER2013"}
+            for split, faces in splits.items():
+                row[split] = accuracy(recognizer.logits_faces(faces.images, tta=tta), faces.labels)
+            rows.append(row)
+            print(f"  {name} {tta}: {row[TEST]:.4f}", flush=True)
+    return rows
+
+
+def markdown(rows: list[dict], keys: list[str]) -> str:
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for r in rows:
+        lines.append("| " + " | ".join(f"{r[k]:.2%}" if isinstance(r[k], float) else str(r[k]) for k in keys) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--no-onnx", action="store_true", help="skip re-scoring the bundled ONNX models")
+    p.add_argument("--models", nargs="+", default=["default", "ferplus", "seed_cnn"])
+    p.add_argument("--tta", nargs="+", default=["none", "flip", "crops"], choices=TTA_MODES)
+    args = p.parse_args()
+
+    runs = load_runs()
+    rows = run_table(runs)
+    result = {
+        "date": date.today().isoformat(), "machine": platform.processor() or platform.machine(),
+        "runs": rows,
+        "fer2013": {"best_single": best_single(rows, 7), "best_ensemble": best_ensemble(runs, 7)},
+        "ferplus": {"best_single": best_single(rows, 8), "best_ensemble": best_ensemble(runs, 8)},
+    }
+    print("## GPU runs (saved logits)\n" + markdown(rows, ["run", "classes", "tta", VALIDATION, TEST]))
+    for dataset in ("fer2013", "ferplus"):
+        single, ens = result[dataset]["best_single"], result[dataset]["best_ensemble"]
+        print(f"\n{dataset}: best single (chosen on {VALIDATION}): {single['run']} tta={single['tta']} "
+              f"-> {TEST} {single[TEST]:.2%}")
+        print(f"{dataset}: best ensemble (chosen on {VALIDATION}): tta={ens['tta']} {ens['members']} "
+              f"-> {TEST} {ens[TEST]:.2%}")
+    if not args.no_onnx:
+        print("\n## bundled ONNX models on this CPU")
+        result["bundled"] = onnx_table(args.models, args.tta)
+        print(markdown(result["bundled"], ["model", "dataset", "tta", VALIDATION, TEST]))
+    write_text(OUT, json.dumps(result, indent=1))
+    print(f"\nwrote {OUT.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

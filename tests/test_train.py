@@ -1,0 +1,332 @@
+"""``ferkit train``: a smoke run, resuming after a kill, DDP on two CPU ranks, fine-tuning on a photo folder
+through export and ``ferkit.load``, and the helpers the loop is made of."""
+
+import argparse
+import csv
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from scipy.special import log_softmax
+
+import ferkit
+import ferkit.export
+from ferkit.data import FaceSet, load_split
+from ferkit.errors import DataError, FerkitError, ModelError
+from ferkit.evaluate import read_logits_npz
+from ferkit.export import default_meta, load_checkpoint, resolve_checkpoint
+from ferkit.faces import load_face_folder
+from ferkit.fileio import sha256_of
+from ferkit.labels import EMOTIONS
+from ferkit.models import create_model
+from ferkit.settings import WEIGHTS_DIR
+from ferkit.train import (class_weights, fit_epochs_to_time_limit, get_args_parser, load_data, one_hot,
+                          replace_head, resolve_settings, run_meta, stratified_split)
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTOS = ROOT.parent / "shared" / "data" / "photos"
+SUBSET = 256
+RUN_OUTPUTS = ("best.pt", "last.pt", "log.csv", "log.json", "curves.png", "logits.npz", "args.json", "summary.json",
+               "report/metrics.json", "report/report.md", "report/confusion_matrix.png")
+FOLDER_CLASSES = ("happy", "sad", "neutral")  # canonical order, whatever order the folders are listed in
+FER_FACES_PER_CLASS = 6
+
+
+def run(cmd: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def train_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ferkit", "train", *args]
+
+
+def log_rows(out: Path) -> list[dict]:
+    with open(out / "log.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# --- whole runs through the command line ------------------------------------------------------
+
+
+def test_smoke_run_writes_every_output(tmp_path, fer_data):
+    out = tmp_path / "seed"
+    proc = run(train_cmd("--arch", "seed_cnn", "--recipe", "seed", "--epochs", "1", "--subset", str(SUBSET),
+                         "--report-splits", "PublicTest", "--out", str(out)))
+    assert proc.returncode == 0, proc.stderr
+    assert all((out / name).is_file() for name in RUN_OUTPUTS), sorted(p.name for p in out.rglob("*"))
+    [row] = log_rows(out)
+    assert row["epoch"] == "1" and np.isfinite(float(row["train_loss"])) and 0 <= float(row["val_acc"]) <= 1
+    assert json.loads((out / "log.json").read_text())[0]["epoch"] == 1
+    args = json.loads((out / "args.json").read_text())
+    assert (args["arch"], args["recipe"], args["opt"], args["batch_size"], args["epochs"]) == ("seed_cnn", "seed", "adam", 64, 1)
+
+    _, meta = load_checkpoint(out / "best.pt")
+    metrics = json.loads((out / "report" / "metrics.json").read_text())
+    assert meta["classes"] == list(EMOTIONS) and meta["arch"] == "seed_cnn" and meta["face_margin"] == 0.0
+    assert metrics["n"] == SUBSET and metrics["calibration"]["fitted_on"] == "PublicTest"
+    assert meta["temperature"] == metrics["calibration"]["temperature"]  # the stored T is the reported one
+    logits = read_logits_npz(out / "logits.npz", ["PublicTest"], tta="crops")
+    assert logits.logits["PublicTest"].shape == (SUBSET, 7)
+    assert np.array_equal(logits.labels["PublicTest"], load_split("PublicTest").labels[:SUBSET])
+
+
+def test_resume_after_a_kill_loses_at_most_one_epoch(tmp_path, fer_data):
+    out = tmp_path / "run"
+    cmd = train_cmd("--arch", "fastnet", "--epochs", "3", "--subset", str(SUBSET), "--report-splits", "PublicTest",
+                    "--out", str(out))
+    with open(tmp_path / "stderr.txt", "w") as stderr:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        try:
+            for line in proc.stdout:
+                if line.startswith("epoch=1 "):
+                    proc.send_signal(signal.SIGKILL)
+                    break
+            proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == -signal.SIGKILL, (tmp_path / "stderr.txt").read_text()
+    done = len(log_rows(out))
+    assert done in (1, 2)
+
+    resumed = run(cmd)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming {out / 'last.pt'} at epoch {done + 1}" in resumed.stdout
+    assert "epoch=1 " not in resumed.stdout
+    assert [r["epoch"] for r in log_rows(out)] == ["1", "2", "3"]
+    assert json.loads((out / "args.json").read_text())["epochs"] == 3
+
+
+def test_ddp_on_two_cpu_ranks(tmp_path, fer_data):
+    out = tmp_path / "ddp"
+    proc = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                "-m", "ferkit.train", "--arch", "fastnet", "--epochs", "1", "--subset", str(SUBSET),
+                "--report-splits", "PublicTest", "--device", "cpu", "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "on 2 x cpu" in proc.stdout and proc.stdout.count("epoch=1 ") == 1  # only rank 0 speaks and writes
+    [row] = log_rows(out)
+    # The logged validation loss is over all 256 faces (each rank scores half, the sums are reduced): it equals
+    # the NLL of the best epoch's flip-TTA logits that rank 0 computes alone at the end.
+    with np.load(out / "logits.npz") as z:
+        logits, labels = z["PublicTest_logits_flip"], z["PublicTest_labels"]
+    nll = -log_softmax(logits.astype(np.float64), axis=1)[np.arange(len(labels)), labels].mean()
+    assert len(labels) == SUBSET and float(row["val_loss"]) == pytest.approx(nll, abs=1e-3)
+    assert float(row["val_acc"]) == pytest.approx((logits.argmax(1) == labels).mean(), abs=1.5 / SUBSET)
+
+
+# --- fine-tuning on a user's folder -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory) -> Path:
+    """happy/, sad/, neutral/ with real photos (detected and cropped), FER faces as 48x48 PNG, and two bad files."""
+    if not PHOTOS.is_dir():
+        pytest.skip(f"test photos not found at {PHOTOS}")
+    root = tmp_path_factory.mktemp("mine")
+    photos = {"happy": ["single_happy_astronaut.jpg", "group4_family.jpg"],
+              "neutral": ["single_neutral_hopper.jpg", "single_neutral_woman.jpg"],
+              "sad": ["single_sad_baby.jpg"]}
+    public = load_split("PublicTest")
+    for name, files in photos.items():
+        (root / name).mkdir()
+        for file in files:
+            shutil.copy(PHOTOS / file, root / name / file)
+        for i in np.flatnonzero(public.labels == EMOTIONS.index(name))[:FER_FACES_PER_CLASS]:
+            cv2.imwrite(str(root / name / f"fer{public.rows[i]}.png"), public.images[i])
+    cv2.imwrite(str(root / "sad" / "baby_flipped.jpg"), cv2.flip(cv2.imread(str(PHOTOS / "single_sad_baby.jpg")), 1))
+    shutil.copy(PHOTOS / "noface_coffee.jpg", root / "sad" / "coffee.jpg")
+    (root / "neutral" / "broken.jpg").write_text("not a picture")
+    return root
+
+
+@pytest.fixture(scope="module")
+def parent(tmp_path_factory) -> str:
+    """The checkpoint to fine-tune: the bundled default when it is there, else a random fastnet."""
+    if (WEIGHTS_DIR / "default.pt").is_file():
+        return "default"
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("parent") / "random.pt"
+    torch.save({"model": create_model("fastnet").state_dict(), "arch": "fastnet", "model_kwargs": {},
+                "meta": default_meta("fastnet", unsure_threshold=0.4)}, path)
+    return str(path)
+
+
+def test_finetune_on_a_photo_folder_exports_a_model_with_its_classes(photo_folder, parent, tmp_path):
+    out = tmp_path / "mine"
+    proc = run(train_cmd("--from", parent, "--data-folder", str(photo_folder), "--epochs", "1", "--out", str(out)))
+    assert proc.returncode == 0, proc.stderr
+    assert "coffee.jpg: no face found" in proc.stderr and "Traceback" not in proc.stderr
+    assert all((out / name).is_file() for name in RUN_OUTPUTS if name != "summary.json")
+    metrics = json.loads((out / "report" / "metrics.json").read_text())
+    held_out = metrics["n"]
+    assert metrics["classes"] == list(FOLDER_CLASSES) and held_out == 6  # 20 % of 8 faces per class
+    assert metrics["calibration"]["fitted_on"] == "validation"
+    args = json.loads((out / "args.json").read_text())
+    assert args["recipe"] == "finetune" and args["arch"] == load_checkpoint(parent)[1]["arch"]
+
+    onnx_path = tmp_path / "mine.onnx"
+    proc = run([sys.executable, "-m", "ferkit", "export", str(out / "best.pt"), "--out", str(onnx_path),
+                "--verify-split", "none"])
+    assert proc.returncode == 0, proc.stderr
+    recognizer = ferkit.load(onnx_path)
+    assert recognizer.classes == FOLDER_CLASSES and recognizer.name == "mine"
+    assert recognizer.meta["temperature"] == metrics["calibration"]["temperature"]
+    [face] = recognizer.predict(PHOTOS / "single_happy_astronaut.jpg")
+    assert list(face.probabilities) == list(FOLDER_CLASSES) and face.label in FOLDER_CLASSES
+    assert sum(face.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_load_face_folder(photo_folder, capsys):
+    faces = load_face_folder(photo_folder)
+    assert faces.classes == FOLDER_CLASSES
+    assert faces.counts().tolist() == [2 + FER_FACES_PER_CLASS, 2 + FER_FACES_PER_CLASS, 2 + FER_FACES_PER_CLASS]
+    assert faces.images.shape == (len(faces), 48, 48) and faces.images.dtype == np.uint8
+    err = capsys.readouterr().err.splitlines()
+    assert any("coffee.jpg: no face found" in line for line in err)
+    assert any("broken.jpg is not an image" in line for line in err)
+    # a 48x48 face is taken as it is, not searched for a face
+    public = load_split("PublicTest")
+    index = faces.sources.index(next(s for s in faces.sources if Path(s).name.startswith("fer")))
+    row = int(Path(faces.sources[index]).stem[3:])
+    assert np.array_equal(faces.images[index], public.images[np.flatnonzero(public.rows == row)[0]])
+
+
+def test_folder_without_faces_is_a_data_error(tmp_path):
+    for name in ("happy", "sad"):
+        (tmp_path / name).mkdir()
+        shutil.copy(PHOTOS / "noface_coffee.jpg", tmp_path / name / "coffee.jpg")
+    shutil.copy(PHOTOS / "single_happy_astronaut.jpg", tmp_path / "happy" / "astronaut.jpg")
+    with pytest.raises(DataError, match=r"no usable face image in .*sad/ \(2 of 3 images skipped\)"):
+        load_face_folder(tmp_path)
+
+
+def test_replace_head_keeps_the_rows_of_known_classes():
+    torch.manual_seed(0)
+    model = create_model("fastnet")
+    before = model.head[-1].weight.detach().clone(), model.head[-1].bias.detach().clone()
+    replace_head(model, EMOTIONS, ("happy", "sad", "neutral", "bored"))
+    head = model.head[-1]
+    assert head.out_features == 4 and model(torch.zeros(2, 1, 48, 48)).shape == (2, 4)
+    known = [EMOTIONS.index(c) for c in ("happy", "sad", "neutral")]
+    assert torch.equal(head.weight[:3], before[0][known]) and torch.equal(head.bias[:3], before[1][known])
+    assert not torch.equal(head.weight[3], before[0][EMOTIONS.index("neutral")])  # "bored" starts fresh
+
+
+# --- where --from looks, and the settings it implies --------------------------------------------
+
+
+def fake_bundle(tmp_path: Path, monkeypatch, sha256: str | None) -> None:
+    """A weights folder holding mine.pt, listed in its manifest with ``sha256`` (None: no checksum listed)."""
+    torch.save({"model": create_model("fastnet").state_dict(), "arch": "fastnet", "model_kwargs": {},
+                "meta": default_meta("fastnet", name="mine")}, tmp_path / "mine.pt")
+    entry = {"checkpoint": "mine.pt"} | ({"checkpoint_sha256": sha256} if sha256 else {})
+    monkeypatch.setattr(ferkit.export, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(ferkit.export, "read_manifest", lambda: {"models": {"mine": entry}})
+
+
+def test_bundled_checkpoint_is_checksum_verified(tmp_path, monkeypatch):
+    fake_bundle(tmp_path, monkeypatch, sha256="0" * 64)
+    with pytest.raises(ModelError, match="checksum mismatch for checkpoint 'mine'"):
+        load_checkpoint("mine")
+    fake_bundle(tmp_path, monkeypatch, sha256=sha256_of(tmp_path / "mine.pt"))
+    assert resolve_checkpoint("mine") == tmp_path / "mine.pt" and load_checkpoint("mine")[1]["name"] == "mine"
+    with pytest.raises(ModelError, match=r"no bundled checkpoint named 'nope' .*bundled: mine"):
+        load_checkpoint("nope")
+    with pytest.raises(ModelError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+@pytest.mark.skipif(not (WEIGHTS_DIR / "default.pt").is_file(), reason="the bundled default checkpoint is not there")
+def test_bundled_default_resolves():
+    assert resolve_checkpoint("default") == WEIGHTS_DIR / "default.pt"
+    assert load_checkpoint("default")[1]["classes"] == list(EMOTIONS)
+
+
+def settings(*argv: str, parent: dict | None = None) -> argparse.Namespace:
+    return resolve_settings(get_args_parser().parse_args(list(argv)), parent)
+
+
+def test_settings_follow_the_recipe_and_the_parent():
+    args = settings("--out", "runs/x")
+    assert (args.arch, args.recipe, args.epochs, args.opt, args.preprocess, args.name) == ("vgg", "default", 80, "sgd", "none", "x")
+    assert settings("--recipe", "seed", "--epochs", "3").epochs == 3  # the command line wins over the recipe
+    parent = default_meta("fastnet", preprocess="report")
+    args = settings("--from", "p.pt", parent=parent)
+    assert (args.arch, args.recipe, args.preprocess, args.opt) == ("fastnet", "finetune", "report", "adamw")
+    with pytest.raises(FerkitError, match="--arch vgg differs from the architecture of --from p.pt"):
+        settings("--from", "p.pt", "--arch", "vgg", parent=parent)
+
+
+def test_fine_tuned_meta_inherits_how_faces_are_framed():
+    parent = default_meta("fastnet", face_margin=0.1, unsure_threshold=0.3, mean=0.4)
+    meta = run_meta(settings("--from", "p.pt", "--out", "runs/mine", parent=parent), parent)
+    assert (meta["name"], meta["face_margin"], meta["unsure_threshold"], meta["mean"], meta["temperature"]) == \
+        ("mine", 0.1, 0.3, 0.4, 1.0)
+    fresh = run_meta(settings("--arch", "seed_cnn"), None)
+    assert fresh["arch"] == "seed_cnn" and fresh["unsure_threshold"] == 0.4 and "face_margin" in fresh
+
+
+# --- the loop's helpers ------------------------------------------------------------------------
+
+
+def test_time_limit_lowers_the_epochs():
+    args = argparse.Namespace(time_limit=100.0, epochs=50)
+    state = {"steps_per_epoch": 10, "total_steps": 500}
+    # after 2 epochs of 10 s: 100 s - 15 % reserve - 20 s elapsed leaves room for 6 more
+    fit_epochs_to_time_limit(args, state, 10.0, 2, 20.0, 0, 1, "cpu")
+    assert args.epochs == 8 and state["total_steps"] == 80
+    fit_epochs_to_time_limit(args, state, 10.0, 2, 95.0, 0, 1, "cpu")
+    assert args.epochs == 3  # out of time: still finishes the epoch it is in
+    roomy = argparse.Namespace(time_limit=1e6, epochs=5)
+    fit_epochs_to_time_limit(roomy, {"steps_per_epoch": 10, "total_steps": 50}, 10.0, 2, 20.0, 0, 1, "cpu")
+    assert roomy.epochs == 5  # never raised
+
+
+def numbered_faces(labels: list[int] | np.ndarray, classes: tuple[str, ...] = ("a", "b", "c")) -> FaceSet:
+    """Face i is filled with the value i, so a face can be traced through a split."""
+    labels = np.asarray(labels, np.int64)
+    images = np.repeat(np.arange(len(labels), dtype=np.uint8), 48 * 48).reshape(-1, 48, 48)
+    return FaceSet(images, labels, classes)
+
+
+def test_stratified_split():
+    faces = numbered_faces(np.repeat([0, 1, 2], [10, 5, 1]))
+    train, val = stratified_split(faces, 0.2, seed=0)
+    assert val.counts().tolist() == [2, 1, 0] and train.counts().tolist() == [8, 4, 1]
+    ids = lambda f: set(f.images[:, 0, 0].tolist())  # noqa: E731
+    assert ids(train) | ids(val) == set(range(16)) and not ids(train) & ids(val)
+    assert ids(stratified_split(faces, 0.2, seed=0)[1]) == ids(val)
+    assert ids(stratified_split(faces, 0.2, seed=1)[1]) != ids(val)
+    with pytest.raises(DataError, match="at least two images per class"):
+        stratified_split(numbered_faces([0, 1, 2]), 0.2, seed=0)
+
+
+def test_class_weights_favour_the_rare_class():
+    labels = np.repeat([0, 1, 2], [90, 10, 0])
+    w = class_weights(labels, 3)
+    assert w[labels].mean() == pytest.approx(1.0)
+    assert w[1] / w[0] == pytest.approx(3.0)  # 1 / sqrt(frequency): 9 times rarer, 3 times the weight
+    assert np.isfinite(w).all()
+
+
+def test_one_hot():
+    assert one_hot(np.array([2, 0]), 3).tolist() == [[0, 0, 1], [1, 0, 0]]
+    assert one_hot(np.array([1]), 2).dtype == np.float32
+
+
+@pytest.mark.parametrize("dataset", ["fer2013", "ferplus"])
+def test_soft_targets_are_distributions(dataset, fer_data):
+    args = settings("--dataset", dataset, "--targets", "soft", "--report-splits", "PublicTest")
+    train, targets, held_out = load_data(args, run_meta(args, None))
+    assert targets.shape == (len(train), len(train.classes)) and targets.dtype == np.float32
+    assert np.allclose(targets.sum(axis=1), 1.0, atol=1e-5) and (targets >= 0).all()
+    assert (targets.max(axis=1) < 1).mean() > 0.3  # really soft: most faces split the annotators' votes
+    assert list(held_out) == ["PublicTest"]
