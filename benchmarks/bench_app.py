@@ -1,6 +1,6 @@
 """Web app latency: from uploading a 640x480 photo to its first prediction on the page (target <= 1 s).
 
-    python benchmarks/bench_app.py [--repeats 5] [--model NAME|PATH] [--no-browser]
+    python -m benchmarks.bench_app [--repeats 5] [--model NAME|PATH] [--no-browser]
 
 Two measurements, each on a warm app (model loaded once per process, as in real use):
 

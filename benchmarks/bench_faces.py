@@ -1,6 +1,6 @@
 """Face detectors on the real test photos: faces found vs expected, and time per photo.
 
-    python benchmarks/bench_faces.py [--photos DIR] [--repeats 5] [--threads 1]
+    python -m benchmarks.bench_faces [--photos DIR] [--repeats 5] [--threads 1]
 
 Also measures what the detector settings rest on: which face sizes (px at YuNet's input) YuNet
 finds (``faces.YUNET_FACE_PX``), how FER2013 frames its faces (``faces.DEFAULT_MARGIN``), and

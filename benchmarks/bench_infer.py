@@ -1,8 +1,8 @@
 """Inference speed on the CPU: ONNX Runtime vs PyTorch per face, batched throughput, and a photo end to end.
 
-    python benchmarks/bench_infer.py                          # the default model and every registered architecture
-    python benchmarks/bench_infer.py --model default --model vgg
-    python benchmarks/bench_infer.py --quick --out /tmp/infer.json   # a few repetitions (the smoke test)
+    python -m benchmarks.bench_infer                          # the default model and every registered architecture
+    python -m benchmarks.bench_infer --model default --model vgg
+    python -m benchmarks.bench_infer --quick --out /tmp/infer.json   # a few repetitions (the smoke test)
 
 In one run, for each model:
   (a) latency of one face, batch 1, 1 thread: ONNX Runtime ``session.run`` vs the same architecture

@@ -142,7 +142,8 @@ def verify_onnx(model: torch.nn.Module, onnx_path: str | os.PathLike, faces: np.
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("ferkit export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", help="a .pt checkpoint written by ferkit train, or a bundled one ('default', 'ferplus')")
+    p.add_argument("checkpoint", help="a .pt checkpoint written by ferkit train, or a bundled model's name "
+                                      "('default', 'ferplus')")
     p.add_argument("--out", required=True, help="ONNX file to write (a .sha256 sidecar is written beside it)")
     p.add_argument("--verify-split", default="PublicTest", choices=[*SPLITS, "none"],
                    help="FER2013 split on which ONNX Runtime must match PyTorch within "

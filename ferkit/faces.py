@@ -36,7 +36,7 @@ from .settings import WEIGHTS_DIR
 
 DETECTORS = ("auto", "yunet", "haar")
 MANIFEST = WEIGHTS_DIR / "manifest.json"
-YUNET_FACE_PX = (28, 400)   # face sides (px at YuNet's input) of which it finds >= 93 % (docs/faces.md)
+YUNET_FACE_PX = (28, 400)   # face side (px at YuNet's input): found 88 % at 28, >= 92 % from 32 to 420 (docs/faces.md)
 YUNET_COARSE_SIDE = 320     # long side (px) of the pass for the large faces
 YUNET_MAX_SIDE = 1280       # the fine pass never runs on a larger image; images are never upscaled
 MIN_FACE_PX = 48            # the smallest face searched for (image px): the models' input size

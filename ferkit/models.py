@@ -54,7 +54,23 @@ def conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-class SeedCNN(nn.Module):
+class Classifier(nn.Module):
+    """``features`` (B, C, h, w) then ``head`` (B, num_classes): the split timm calls forward_features/forward_head."""
+
+    features: nn.Module
+    head: nn.Module
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class SeedCNN(Classifier):
     """The original report's Keras CNN, layer for layer.
 
     Keras ``Conv2D(n, 3, activation='relu', padding='same')`` + ``BatchNormalization()`` per block,
@@ -78,17 +94,8 @@ class SeedCNN(nn.Module):
             nn.Linear(128, num_classes),
         )
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-
-class VGG(nn.Module):
+class VGG(Classifier):
     """VGG-style net: stages of ``depth`` 3x3 conv-BN-ReLU, 2x2 max-pool after each stage.
 
     At 48 px the four stages see 48, 24, 12 and 6 px; the head is global average pooling,
@@ -108,15 +115,6 @@ class VGG(nn.Module):
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, num_classes))
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
 
 class BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int):
@@ -133,30 +131,21 @@ class BasicBlock(nn.Module):
         return self.act(self.conv2(self.conv1(x)) + self.shortcut(x))
 
 
-class ResNet(nn.Module):
+class ResNet(Classifier):
     """ResNet with basic blocks, a 3x3 stem at full resolution (48 px faces are too small to stride early)."""
 
     def __init__(self, num_classes: int = 7, widths: tuple[int, ...] = (64, 128, 256, 512),
                  blocks: tuple[int, ...] = (2, 2, 2, 2), stem_stride: int = 1, dropout: float = 0.3):
         super().__init__()
-        self.stem = conv_bn(1, widths[0], stem_stride)
-        stages: list[nn.Module] = []
+        stages: list[nn.Module] = [conv_bn(1, widths[0], stem_stride)]
         cin = widths[0]
         for i, (width, n) in enumerate(zip(widths, blocks)):
             for j in range(n):
                 stages.append(BasicBlock(cin, width, 2 if (j == 0 and i > 0) else 1))
                 cin = width
-        self.stages = nn.Sequential(*stages)
+        self.features = nn.Sequential(*stages)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, num_classes))
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(x))
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def dw_separable(cin: int, cout: int) -> nn.Sequential:
@@ -167,12 +156,12 @@ def dw_separable(cin: int, cout: int) -> nn.Sequential:
     )
 
 
-class MobileNet(VGG):
+class MobileNet(Classifier):
     """A full-resolution 3x3 stem, then per stage: 2x2 max-pool, depthwise-separable blocks."""
 
     def __init__(self, num_classes: int = 7, widths: tuple[int, ...] = (32, 64, 128, 256, 512),
                  extra: tuple[int, ...] = (1, 2, 2, 1), dropout: float = 0.2):
-        nn.Module.__init__(self)
+        super().__init__()
         layers: list[nn.Module] = [conv_bn(1, widths[0])]  # (B, 32, 48, 48)
         cin = widths[0]
         for width, n in zip(widths[1:], extra):
@@ -202,25 +191,25 @@ def resnet18(num_classes: int = 7, **kw) -> nn.Module:
 
 @register_model
 def fastnet(num_classes: int = 7, **kw) -> nn.Module:
-    """Small, fast VGG (~0.6M parameters) for CPU inference; trained by distillation from the ensemble."""
+    """Small, fast VGG (~0.4M parameters) for CPU inference; the shipped default, distilled from a VGG."""
     return VGG(num_classes, widths=(32, 64, 128, 256), depth=1, dropout=0.2, **kw)
 
 
 @register_model
 def mobile(num_classes: int = 7, **kw) -> nn.Module:
-    """Depthwise-separable net (~0.8M parameters), as fast as fastnet on a CPU but twice as deep."""
+    """Depthwise-separable net (~0.6M parameters), as fast as fastnet on a CPU but twice as deep."""
     return MobileNet(num_classes, **kw)
 
 
 @register_model
 def fastnet_wide(num_classes: int = 7, **kw) -> nn.Module:
-    """fastnet with two convs in the last two stages (~1.6M parameters): slower, more accurate."""
+    """fastnet with two convs in the last two stages (~1.1M parameters): slower, more accurate."""
     return FastWide(num_classes, **kw)
 
 
-class FastWide(VGG):
+class FastWide(Classifier):
     def __init__(self, num_classes: int = 7, dropout: float = 0.2):
-        nn.Module.__init__(self)
+        super().__init__()
         self.features = nn.Sequential(
             conv_bn(1, 32), nn.MaxPool2d(2),                        # (B, 32, 24, 24)
             conv_bn(32, 64), nn.MaxPool2d(2),                       # (B, 64, 12, 12)

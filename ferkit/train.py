@@ -44,7 +44,7 @@ from .fileio import atomic_path, write_text
 from .labels import EMOTIONS, FERPLUS_EMOTIONS
 from .models import InputConfig, count_params, create_model, list_models
 from .settings import data_dir
-from .tta import tta_views
+from .tta import TTA_MODES, tta_views
 
 # Settings each recipe fills in where the command line leaves them unset.
 RECIPES: dict[str, dict] = {
@@ -272,7 +272,8 @@ def replace_head(model: torch.nn.Module, old_classes: tuple[str, ...], classes: 
     """A user's own class set: keep the features, new last layer; a class the model knew keeps its row."""
     old = model.head[-1] if isinstance(getattr(model, "head", None), torch.nn.Sequential) else None
     if not isinstance(old, torch.nn.Linear):
-        raise ModelError(f"cannot fine-tune {type(model).__name__} on new classes: its head does not end in a Linear layer")
+        raise ModelError(f"cannot fine-tune {type(model).__name__} on new classes: "
+                         "its head does not end in a Linear layer")
     new = torch.nn.Linear(old.in_features, len(classes))
     with torch.no_grad():
         for i, name in enumerate(classes):
@@ -330,7 +331,8 @@ def train_one_epoch(model, teachers, optimizer, images, targets, sample_p, weigh
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device)
     count = 0
-    bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, disable=rank != 0 or not sys.stderr.isatty())
+    bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{args.epochs}", leave=False,
+               disable=rank != 0 or not sys.stderr.isatty())
     for step in bar:
         if args.sched == "cosine":
             lr = cosine_lr(state["step"], state["total_steps"], state["warmup_steps"], args.lr)
@@ -513,7 +515,8 @@ def main(argv: list[str] | None = None) -> int:
         if rank == 0:
             print(f"resuming {out / 'last.pt'} at epoch {start_epoch + 1}", flush=True)
     if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        model = torch.nn.parallel.DistributedDataParallel(model,
+                                                          device_ids=[device.index] if device.type == "cuda" else None)
     if args.compile:
         model = torch.compile(model)
     generator = torch.Generator(device=device).manual_seed(args.seed * 7919 + rank + 104729 * start_epoch)
@@ -564,11 +567,13 @@ def finish(out: Path, args, held_out: dict[str, FaceSet], device: torch.device) 
     model = model.to(device, memory_format=torch.channels_last)
     cfg = input_config(meta)
     arrays: dict[str, np.ndarray] = {"classes": np.array(meta["classes"])}
+    summary: dict[str, float | str] = {}
     for split, faces in held_out.items():
         arrays[f"{split}_labels"] = faces.labels
-        for mode in ("none", "flip", "crops"):
-            logits = predict_logits(model, tta_tensor(faces.images, mode, device, args.preprocess), cfg)
-            arrays[f"{split}_logits_{mode}"] = logits.cpu().numpy()
+        for mode in TTA_MODES:
+            logits = predict_logits(model, tta_tensor(faces.images, mode, device, args.preprocess), cfg).cpu().numpy()
+            arrays[f"{split}_logits_{mode}"] = logits
+            summary[f"{split}_acc_{mode}"] = float((logits.argmax(1) == faces.labels).mean())
     with atomic_path(out / "logits.npz") as tmp:
         np.savez_compressed(tmp, **arrays)
 
@@ -579,15 +584,13 @@ def finish(out: Path, args, held_out: dict[str, FaceSet], device: torch.device) 
         None, labels, meta["classes"], out / "report", title=f"{meta['name']} on {split} (TTA {args.eval_tta})",
         logits=logits, calibration_logits=logits, calibration_labels=labels, calibration_split=split,
         extra={"model": str(out / "best.pt"), "arch": meta["arch"], "split": split, "tta": args.eval_tta,
-               "command": " ".join(sys.argv)})
+               "settings": str(out / "args.json")})
     meta["temperature"] = report["calibration"]["temperature"]  # calibration.fit_temperature on these logits
     ckpt = torch.load(out / "best.pt", map_location="cpu", weights_only=False)
     ckpt["meta"] = meta
     with atomic_path(out / "best.pt") as tmp:
         torch.save(ckpt, tmp)
 
-    summary = {key.replace("_logits", "_acc"): float((value.argmax(1) == arrays[key.split("_logits_")[0] + "_labels"]).mean())
-               for key, value in arrays.items() if "_logits_" in key}
     summary |= {"temperature": meta["temperature"], "report": str(out / "report")}
     write_text(out / "summary.json", json.dumps(summary, indent=1))
     print("summary " + json.dumps(summary), flush=True)
