@@ -35,6 +35,8 @@ import numpy as np
 from ferkit.app import MODEL_ENV
 from ferkit.fileio import write_text
 
+from benchmarks.bench_infer import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "ferkit" / "app" / "main.py"
 PHOTO = ROOT / "ferkit" / "app" / "samples" / "single_happy_astronaut.jpg"
@@ -143,16 +145,6 @@ def bench_browser(model: str, repeats: int, tmp: Path) -> dict:
             server.kill()
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed uploads per measurement (default: 5)")
@@ -163,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         results = {
             "what": "seconds from uploading one 640x480 JPEG (1 face) to its prediction on the page, warm app",
             "model": args.model, "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()],
-            "cpu": cpu_name(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
+            "cpu": cpu_model(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
             "target_s": TARGET_S,
             "apptest": bench_apptest(args.model, args.repeats),
         }

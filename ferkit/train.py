@@ -596,5 +596,7 @@ def finish(out: Path, args, held_out: dict[str, FaceSet], device: torch.device) 
     print("summary " + json.dumps(summary), flush=True)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # torchrun ... -m ferkit.train: errors read as they do through `ferkit train`
+    from .cli import main as cli_main
+
+    sys.exit(cli_main(["train", *sys.argv[1:]]))

@@ -96,3 +96,12 @@ def test_detector_checksum_mismatch(tmp_path, monkeypatch):
             faces.get_detector("yunet")
     finally:
         faces.get_detector.cache_clear()
+
+
+def test_pass_sides_follow_the_image_size():
+    from ferkit.faces import pass_sides
+
+    assert pass_sides(640) == (374,)           # one pass sees 48-px faces and the whole image
+    assert pass_sides(800) == (467, 320)       # a coarse pass is added for faces too large for the fine one
+    assert pass_sides(200) == (200,)           # never upscaled
+    assert pass_sides(10000)[0] == 1280        # the fine pass is capped
