@@ -102,7 +102,8 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes: Seque
         "n": int(len(labels)),
         "classes": list(classes),
         "accuracy": float(accuracy_score(labels, predicted)),
-        "top2_accuracy": float(top_k_accuracy_score(labels, probs, k=2, labels=class_ids)),
+        # with two classes the top-2 always holds the truth (and scikit-learn refuses k=2 on binary labels)
+        "top2_accuracy": float(top_k_accuracy_score(labels, probs, k=2, labels=class_ids)) if len(classes) > 2 else 1.0,
         "per_class": {
             name: {"precision": float(precision[k]), "recall": float(recall[k]), "f1": float(f1[k]),
                    "support": int(support[k]), "roc_auc": aucs[k]}

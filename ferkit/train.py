@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .augment import NO_AUGMENT, AugmentConfig, augment_batch, mix_batch
+from .calibration import fit_temperature
 from .data import FaceSet, ferplus_votes_as_fer2013, load_ferplus_split, load_split, read_ferplus_votes
 from .errors import DataError, FerkitError, ModelError
 from .evaluate import evaluation_report
@@ -585,7 +586,8 @@ def finish(out: Path, args, held_out: dict[str, FaceSet], device: torch.device) 
         logits=logits, calibration_logits=logits, calibration_labels=labels, calibration_split=split,
         extra={"model": str(out / "best.pt"), "arch": meta["arch"], "split": split, "tta": args.eval_tta,
                "settings": str(out / "args.json")})
-    meta["temperature"] = report["calibration"]["temperature"]  # calibration.fit_temperature on these logits
+    # The Recognizer predicts one view by default: its temperature is fitted on the logits without TTA.
+    meta["temperature"] = fit_temperature(arrays[f"{split}_logits_none"], labels)
     ckpt = torch.load(out / "best.pt", map_location="cpu", weights_only=False)
     ckpt["meta"] = meta
     with atomic_path(out / "best.pt") as tmp:
