@@ -35,6 +35,7 @@ REQUIRED_META = ("name", "arch", "classes", "input_size", "channels", "mean", "s
 BUNDLED_DEFAULT = "default"
 MAX_PIXELS = 50_000_000   # larger images are refused before they are decoded (a 50 MP RGB image is 150 MB)
 MIN_SIDE = 16             # px; smaller images cannot hold a recognisable face
+EXIF_ORIENTATION = 0x0112  # the EXIF tag that says how the camera was held
 FACE_IMAGE_MAX = 64       # px; an image this small on both sides is taken as one pre-cropped face
 BATCH_SIZE = 64           # faces per ONNX Runtime call
 COLOR_ORDERS = ("bgr", "rgb")
@@ -135,7 +136,8 @@ def _decode(fp: Path | io.BytesIO, where: str) -> np.ndarray:
         with opened:
             _check_pixels(opened.size, where)
             try:
-                upright = ImageOps.exif_transpose(opened)
+                # exif_transpose copies the image even when it is upright: call it only when it turns it
+                upright = ImageOps.exif_transpose(opened) if opened.getexif().get(EXIF_ORIENTATION, 1) != 1 else opened
                 upright.load()
                 return _pil_to_bgr(upright, where)
             except (OSError, SyntaxError, ValueError, EOFError) as e:
@@ -160,8 +162,8 @@ def _pil_to_bgr(image: Image.Image, where: str) -> np.ndarray:
     elif mode not in ("L", "RGB", "RGBA"):  # CMYK, YCbCr, LAB, HSV, palette
         image = image.convert("RGB")
     data = np.asarray(image)
-    if data.ndim == 3:
-        data = data[:, :, :3][:, :, ::-1]  # RGB(A) -> BGR, alpha dropped
+    if data.ndim == 3:  # RGB(A) -> BGR, alpha dropped
+        data = cv2.cvtColor(data, cv2.COLOR_RGBA2BGR if data.shape[2] == 4 else cv2.COLOR_RGB2BGR)
     return np.ascontiguousarray(data)
 
 
