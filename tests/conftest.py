@@ -15,6 +15,7 @@ from ferkit.settings import data_dir
 
 REPO = Path(__file__).resolve().parent.parent
 PHOTOS_DIR = REPO.parent / "shared" / "data" / "photos"
+NO_TORCH = REPO / "tests" / "no_torch"  # on PYTHONPATH: Python as if torch and onnx were not installed
 TINY_PER_CLASS = 2  # faces per class and split in tiny_fer_dir
 
 

@@ -26,8 +26,8 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from conftest import NO_TORCH  # noqa: E402
 from test_app import shown_label  # noqa: E402
-
 from ferkit.app import MODEL_ENV  # noqa: E402
 from ferkit.fileio import write_bytes  # noqa: E402
 
@@ -73,9 +73,13 @@ def wait_for_health(url: str, server: subprocess.Popen, timeout: float, log: Pat
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    """`ferkit app` with the bundled default model on a free port, run from an empty folder; always stopped afterwards."""
+    """`ferkit app` with the bundled default model on a free port, run from an empty folder; always stopped afterwards.
+
+    The server runs as if torch and onnx were not installed (tests/no_torch), as in the venv of the
+    README's first command.
+    """
     tmp_path = tmp_path_factory.mktemp("server")
-    env = {k: v for k, v in os.environ.items() if k != MODEL_ENV} | {"PYTHONPATH": str(ROOT)}
+    env = {k: v for k, v in os.environ.items() if k != MODEL_ENV} | {"PYTHONPATH": os.pathsep.join([str(NO_TORCH), str(ROOT)])}
     port = free_port()
     command = [sys.executable, "-m", "ferkit", "app", "--port", str(port), "--headless"]
     log_path = tmp_path / "server.log"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import NO_TORCH
 from ferkit.errors import VideoError
 from ferkit.infer import load
 from ferkit.video import CSV_FIELDS, MAX_MISSED, Tracker, analyse_video, check_decoded, iou_matrix, match_boxes
@@ -220,9 +222,11 @@ def test_tracks_expire_after_missed_frames():
     assert tracker.update([(11, 10, 20, 20)], probs)[0].id != first
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ferkit", "predict", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+def run_cli(*args: str, without_torch: bool = False) -> subprocess.CompletedProcess:
+    """``ferkit predict ARGS``; ``without_torch``: as if torch and onnx were not installed (tests/no_torch)."""
+    env = os.environ | {"PYTHONPATH": str(NO_TORCH)} if without_torch else None
+    return subprocess.run([sys.executable, "-m", "ferkit", "predict", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
 
 
 def test_cli_predict_on_a_video(model_path, family_clip, tmp_path):
@@ -249,6 +253,23 @@ def test_bundled_model_sees_a_happy_astronaut(photos_dir, tmp_path):
     result = analyse_video(load(), clip)
     assert len(result.tracks) == 1
     assert result.tracks[0].dominant == "happy" and result.tracks[0].probabilities["happy"] > 0.5
+
+
+def test_cli_needs_no_torch_for_photos_and_videos(photos_dir, tmp_path):
+    """The inference issue's 'done when': without torch, predict a photo as JSON and a video to CSV + mp4."""
+    photo = photos_dir / "single_happy_astronaut.jpg"
+    clip = make_clip(photo, tmp_path / "astronaut.mp4", frames=12)
+    as_json = run_cli(str(photo), "--json", without_torch=True)
+    assert as_json.returncode == 0, as_json.stderr
+    [record] = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [face["label"] for face in record["faces"]] == ["happy"]
+    video = run_cli(str(clip), "--csv", str(tmp_path / "out.csv"), "--annotate", str(tmp_path / "out.mp4"),
+                    without_torch=True)
+    assert video.returncode == 0, video.stderr
+    assert "1 face track(s)" in video.stdout
+    _, rows = read_csv(tmp_path / "out_astronaut.csv")
+    assert len(rows) == 12 and {row["track"] for row in rows} == {"1"}
+    assert int(cv2.VideoCapture(str(tmp_path / "out.mp4")).get(cv2.CAP_PROP_FRAME_COUNT)) == 12
 
 
 def test_truncated_decoding_is_an_error():
