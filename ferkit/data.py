@@ -223,8 +223,8 @@ def read_kaggle_csv(path: str | Path) -> dict[str, FaceSet]:
             labels.append(label)
             rows.append(row_no)
     return {
-        split: FaceSet(np.stack(i), np.array(l, np.int64), EMOTIONS, np.array(r, np.int64))
-        for split, (i, l, r) in by_split.items()
+        split: FaceSet(np.stack(images), np.array(labels, np.int64), EMOTIONS, np.array(rows, np.int64))
+        for split, (images, labels, rows) in by_split.items()
     }
 
 

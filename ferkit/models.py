@@ -147,7 +147,6 @@ class ResNet(Classifier):
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, num_classes))
 
 
-
 def dw_separable(cin: int, cout: int) -> nn.Sequential:
     """Depthwise 3x3 then pointwise 1x1 (MobileNet): most of a conv's reach at a fraction of its cost."""
     return nn.Sequential(
@@ -169,6 +168,20 @@ class MobileNet(Classifier):
             cin = width
         self.features = nn.Sequential(*layers)  # (B, 512, 3, 3)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(cin, num_classes))
+
+
+class FastWide(Classifier):
+    """fastnet's four stages with a second conv in the last two (the module of ``fastnet_wide``)."""
+
+    def __init__(self, num_classes: int = 7, dropout: float = 0.2):
+        super().__init__()
+        self.features = nn.Sequential(
+            conv_bn(1, 32), nn.MaxPool2d(2),                        # (B, 32, 24, 24)
+            conv_bn(32, 64), nn.MaxPool2d(2),                       # (B, 64, 12, 12)
+            conv_bn(64, 128), conv_bn(128, 128), nn.MaxPool2d(2),   # (B, 128, 6, 6)
+            conv_bn(128, 256), conv_bn(256, 256), nn.MaxPool2d(2),  # (B, 256, 3, 3)
+        )
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(256, num_classes))
 
 
 @register_model
@@ -205,15 +218,3 @@ def mobile(num_classes: int = 7, **kw) -> nn.Module:
 def fastnet_wide(num_classes: int = 7, **kw) -> nn.Module:
     """fastnet with two convs in the last two stages (~1.1M parameters): slower, more accurate."""
     return FastWide(num_classes, **kw)
-
-
-class FastWide(Classifier):
-    def __init__(self, num_classes: int = 7, dropout: float = 0.2):
-        super().__init__()
-        self.features = nn.Sequential(
-            conv_bn(1, 32), nn.MaxPool2d(2),                        # (B, 32, 24, 24)
-            conv_bn(32, 64), nn.MaxPool2d(2),                       # (B, 64, 12, 12)
-            conv_bn(64, 128), conv_bn(128, 128), nn.MaxPool2d(2),   # (B, 128, 6, 6)
-            conv_bn(128, 256), conv_bn(256, 256), nn.MaxPool2d(2),  # (B, 256, 3, 3)
-        )
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(256, num_classes))

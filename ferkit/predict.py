@@ -50,7 +50,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="write images with boxes and labels: OUT is a file for one input, else a folder")
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help=f"faces per ONNX Runtime call (default: {BATCH_SIZE})")
     p.add_argument("--detector", default="auto", choices=DETECTORS,
-                   help="face detector: yunet (one or two passes chosen by image size), haar (OpenCV's cascade) or auto (yunet) (default: auto)")
+                   help="face detector: yunet (one or two passes chosen by image size), haar (OpenCV's cascade) "
+                        "or auto (yunet) (default: auto)")
     p.add_argument("--threshold", type=float, default=None, metavar="P",
                    help="mark a face unsure when its top probability is below P (default: the model's own)")
     p.add_argument("--tta", default="none", choices=TTA_MODES,

@@ -581,7 +581,7 @@ def finish(out: Path, args, held_out: dict[str, FaceSet], device: torch.device) 
     # Calibrated on the validation split itself: the only held-out faces a --data-folder run has.
     split = next(iter(held_out))
     logits, labels = arrays[f"{split}_logits_{args.eval_tta}"], arrays[f"{split}_labels"]
-    report = evaluation_report(
+    evaluation_report(
         None, labels, meta["classes"], out / "report", title=f"{meta['name']} on {split} (TTA {args.eval_tta})",
         logits=logits, calibration_logits=logits, calibration_labels=labels, calibration_split=split,
         extra={"model": str(out / "best.pt"), "arch": meta["arch"], "split": split, "tta": args.eval_tta,

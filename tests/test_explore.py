@@ -65,8 +65,10 @@ def test_stats_on_a_tiny_folder_without_ferplus(tiny_fer_dir, tmp_path, monkeypa
     assert "FER+" not in printed
     counts = json.loads((tmp_path / "out" / "counts.json").read_text())
     assert list(counts) == ["data", "fer2013"]
-    assert counts["fer2013"]["PublicTest"]["classes"]["fear"] == {"count": TINY_PER_CLASS, "percent": pytest.approx(100 / 7, abs=1e-4)}
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["class_distribution.png", "counts.json", "samples_per_class.png"]
+    assert counts["fer2013"]["PublicTest"]["classes"]["fear"] == {"count": TINY_PER_CLASS,
+                                                                  "percent": pytest.approx(100 / 7, abs=1e-4)}
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["class_distribution.png", "counts.json",
+                                                                   "samples_per_class.png"]
 
 
 def test_stats_missing_data_is_a_one_line_error(tmp_path):
