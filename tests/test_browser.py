@@ -26,16 +26,15 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as EC  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-from conftest import NO_TORCH  # noqa: E402
+from conftest import NO_TORCH, REPO  # noqa: E402
 from test_app import shown_label  # noqa: E402
 from ferkit.app import MODEL_ENV  # noqa: E402
 from ferkit.fileio import write_bytes  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[1]
-PHOTO = ROOT / "ferkit" / "app" / "samples" / "single_happy_astronaut.jpg"
-DOCS_IMG = ROOT / "docs" / "img"
+PHOTO = REPO / "ferkit" / "app" / "samples" / "single_happy_astronaut.jpg"
+DOCS_IMG = REPO / "docs" / "img"
 DOCS_SCREENSHOT_ENV = "FERKIT_DOCS_SCREENSHOT"
 SERVER_START_S = 60
 RESULT_WAIT_S = 60
@@ -79,7 +78,7 @@ def app_url(tmp_path_factory):
     README's first command.
     """
     tmp_path = tmp_path_factory.mktemp("server")
-    env = {k: v for k, v in os.environ.items() if k != MODEL_ENV} | {"PYTHONPATH": os.pathsep.join([str(NO_TORCH), str(ROOT)])}
+    env = {k: v for k, v in os.environ.items() if k != MODEL_ENV} | {"PYTHONPATH": os.pathsep.join([str(NO_TORCH), str(REPO)])}
     port = free_port()
     command = [sys.executable, "-m", "ferkit", "app", "--port", str(port), "--headless"]
     log_path = tmp_path / "server.log"

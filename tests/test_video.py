@@ -13,12 +13,11 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import NO_TORCH
+from conftest import NO_TORCH, REPO
 from ferkit.errors import VideoError
 from ferkit.infer import load
 from ferkit.video import CSV_FIELDS, MAX_MISSED, Tracker, analyse_video, check_decoded, iou_matrix, match_boxes
 
-REPO = Path(__file__).resolve().parent.parent
 CLIP_FPS = 10.0
 CLIP_FRAMES = 24
 CLIP_WIDTH = 320   # px; the family's faces are about 30 px wide at this size
