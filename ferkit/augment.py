@@ -29,6 +29,12 @@ class AugmentConfig:
 
 
 NO_AUGMENT = AugmentConfig(0.0, 0.0, 0.0, False, 0.0, 0.0, 0.0)
+# The presets ``ferkit train --aug`` offers: the report's four augmentations, and ours.
+AUGMENTS = {
+    "none": NO_AUGMENT,
+    "report": AugmentConfig(rotate=15, zoom=0.15, shift=0.0, flip=True, brightness=0.2, contrast=0.0, erase=0.0),
+    "default": AugmentConfig(),
+}
 
 
 def _uniform(n: int, low: float, high: float, device, generator) -> torch.Tensor:

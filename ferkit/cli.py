@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("ferkit.train", "train or fine-tune a model (needs ferkit[train])"),
     "evaluate": ("ferkit.evaluate", "accuracy, per-class metrics, confusion matrix, ROC and calibration"),
     "export": ("ferkit.export", "export a trained checkpoint to ONNX, verified against PyTorch"),
+    "ensemble": ("ferkit.ensemble", "average trained models' probabilities: the teacher file of distillation "
+                                    "(needs ferkit[train])"),
 }
 
 
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         module = importlib.import_module(COMMANDS[command][0])
     except ImportError as e:
-        extra = " (install the training extra: pip install 'ferkit[train]')" if command in ("train", "export") else ""
+        extra = " (install the training extra: pip install 'ferkit[train]')" if command in ("train", "export", "ensemble") else ""
         print(f"ferkit: error: {command} cannot start: {e}{extra}", file=sys.stderr)
         return 1
     try:

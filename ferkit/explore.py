@@ -209,8 +209,7 @@ def augmented_views(faces: np.ndarray, views: int, aug: str, seed: int) -> np.nd
         import torch
     except ImportError as e:
         raise FerkitError(f"augment-preview needs torch ({e}); install it with: pip install 'ferkit[train]'") from e
-    from .augment import augment_batch
-    from .train import AUGMENTS  # the recipes `ferkit train --aug` uses, defined once there
+    from .augment import AUGMENTS, augment_batch
     n, h, w = faces.shape
     x = torch.from_numpy(np.repeat(faces, views, axis=0)).float().div_(255).unsqueeze(1)  # (N*views, 1, H, W)
     generator = torch.Generator().manual_seed(seed)

@@ -21,70 +21,16 @@ import numpy as np
 import onnx
 import torch
 
+from .checkpoint import load_checkpoint, resolve_checkpoint  # noqa: F401 (re-exported: ferkit.export is their old home)
 from .errors import ModelError
-from .faces import DEFAULT_MARGIN, check_sha256, read_manifest
 from .fileio import sha256_of, write_bytes, write_text
-from .infer import META_PROPERTY, check_meta, open_session, session_meta, softmax
-from .labels import EMOTIONS, SPLITS
-from .models import InputConfig, create_model
+from .infer import META_PROPERTY, open_session, session_meta, softmax
+from .labels import SPLITS
+from .meta import check_meta, default_meta  # noqa: F401
 from .preprocess import to_model_input
-from .settings import WEIGHTS_DIR
 
 MAX_PROB_DIFF = 1e-4   # max |softmax(PyTorch) - softmax(ONNX Runtime)| an export may show
 OPSET = 17
-
-
-def default_meta(arch: str, classes: tuple[str, ...] = EMOTIONS, name: str | None = None, **overrides) -> dict:
-    """Metadata for a model that has none yet: the registry's input config, no calibration (T = 1)."""
-    meta = {
-        "name": name or arch, "arch": arch, "classes": list(classes), **InputConfig().to_dict(),
-        "preprocess": "none", "temperature": 1.0, "unsure_threshold": 0.0, "face_margin": DEFAULT_MARGIN,
-    }
-    meta.update(overrides)
-    return meta
-
-
-def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
-    """A checkpoint file: a path, or a bundled model name ("default", "ferplus") -> ``weights/<name>.pt``.
-
-    A bundled checkpoint is checked against the manifest's ``models.<name>.checkpoint_sha256`` when listed.
-    """
-    path = Path(name_or_path)
-    if path.is_file() or path.suffix or os.sep in str(name_or_path):
-        if not path.is_file():
-            raise ModelError(f"checkpoint not found: {path}")
-        return path
-    name = str(name_or_path)
-    entry = read_manifest().get("models", {}).get(name, {})
-    path = WEIGHTS_DIR / entry.get("checkpoint", f"{name}.pt")
-    if not path.is_file():
-        bundled = sorted({p.stem for p in WEIGHTS_DIR.glob("*.pt")})
-        raise ModelError(f"no bundled checkpoint named {name!r} ({path} not found; bundled: "
-                         f"{', '.join(bundled) or 'none'}); pass the path of a .pt file written by ferkit train")
-    if "checkpoint_sha256" in entry:
-        check_sha256(path, entry["checkpoint_sha256"], f"checkpoint {name!r}")
-    return path
-
-
-def load_checkpoint(name_or_path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
-    """The model (eval mode, CPU) and metadata of a checkpoint written by ``ferkit train``, or of a bundled one.
-
-    The checkpoint is unpickled in full (it holds optimizer and RNG states): load only your own files.
-    """
-    path = resolve_checkpoint(name_or_path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # torch.load raises pickle, zip and runtime errors alike for a bad file
-        raise ModelError(f"cannot read checkpoint {path}: {e}") from e
-    if not isinstance(ckpt, dict) or not {"model", "arch", "meta"} <= set(ckpt):
-        raise ModelError(f"{path} is not a ferkit checkpoint: it needs the keys model, arch and meta")
-    meta = check_meta(ckpt["meta"], str(path))
-    try:
-        model = create_model(ckpt["arch"], num_classes=len(meta["classes"]), **ckpt.get("model_kwargs", {}))
-        model.load_state_dict({k: v.float() for k, v in ckpt["model"].items()})
-    except (ValueError, RuntimeError, TypeError) as e:
-        raise ModelError(f"cannot rebuild the model of {path}: {e}") from e
-    return model.eval(), meta
 
 
 def export_onnx(checkpoint_path_or_model: str | os.PathLike | torch.nn.Module, out_path: str | os.PathLike,

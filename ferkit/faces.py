@@ -32,6 +32,7 @@ import numpy as np
 from .data import FaceSet, list_image_folder
 from .errors import DataError, ImageError, ModelError
 from .fileio import sha256_of
+from .meta import DEFAULT_MARGIN
 from .settings import WEIGHTS_DIR
 
 DETECTORS = ("auto", "yunet", "haar")
@@ -44,7 +45,6 @@ YUNET_MIN_SCORE = 0.7       # on the test photos: true faces score >= 0.77, fals
 NMS_IOU = 0.3               # boxes of the two passes overlapping more than this are one face
 HAAR_MAX_SIDE = 640         # Haar's cost grows with the pixel count; it runs on a copy capped at this
 HAAR_MIN_FACE = 24          # px at the capped size
-DEFAULT_MARGIN = 0.0        # FER2013 faces are framed by YuNet's box itself: measured margin -0.03 (docs/faces.md)
 FACE_SIZE = 48
 
 

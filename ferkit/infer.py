@@ -26,12 +26,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import ImageError, ModelError
 from .faces import (DEFAULT_MARGIN, DETECTORS, YUNET_MIN_SCORE, Detection, bundled_file, check_sha256, crop_face,
                     detect_faces, get_detector, read_manifest)
-from .preprocess import PREPROCESS_MODES, as_uint8_image, to_model_input
+from .meta import REQUIRED, check_meta
+from .preprocess import as_uint8_image, to_model_input
 from .tta import TTA_MODES, tta_views
 
 META_PROPERTY = "ferkit"
-REQUIRED_META = ("name", "arch", "classes", "input_size", "channels", "mean", "std", "preprocess", "temperature",
-                 "unsure_threshold")
+REQUIRED_META = REQUIRED
 BUNDLED_DEFAULT = "default"
 MAX_PIXELS = 50_000_000   # larger images are refused before they are decoded (a 50 MP RGB image is 150 MB)
 MIN_SIDE = 16             # px; smaller images cannot hold a recognisable face
@@ -168,45 +168,6 @@ def _pil_to_bgr(image: Image.Image, where: str) -> np.ndarray:
 
 
 # --- model files ----------------------------------------------------------------------------------
-
-
-def check_meta(meta: Any, where: str) -> dict:
-    """The model metadata, validated (ModelError saying what is wrong); ``face_margin`` filled in when absent."""
-    if not isinstance(meta, dict):
-        raise ModelError(f"{where}: model metadata must be a JSON object, got {type(meta).__name__}")
-    missing = [k for k in REQUIRED_META if k not in meta]
-    if missing:
-        raise ModelError(f"{where}: model metadata lacks {', '.join(missing)}")
-    meta = {"face_margin": DEFAULT_MARGIN, **meta}
-    problems = []
-    classes = meta["classes"]
-    if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) and c for c in classes)
-            and len(set(classes)) == len(classes)):
-        problems.append(f"classes must be 2 or more distinct names, got {classes!r}")
-    if not (isinstance(meta["input_size"], int) and meta["input_size"] >= 8):
-        problems.append(f"input_size must be an integer >= 8, got {meta['input_size']!r}")
-    if meta["channels"] != 1:
-        problems.append(f"channels must be 1 (grayscale), got {meta['channels']!r}")
-    if meta["preprocess"] not in PREPROCESS_MODES:
-        problems.append(f"preprocess must be one of {', '.join(PREPROCESS_MODES)}, got {meta['preprocess']!r}")
-    checks = {
-        "mean": lambda v: True,
-        "std": lambda v: v > 0,
-        "temperature": lambda v: v > 0,
-        "unsure_threshold": lambda v: 0 <= v <= 1,
-        "face_margin": lambda v: v > -0.5,
-    }
-    for key, in_range in checks.items():
-        value = meta[key]
-        if not (_is_number(value) and in_range(value)):
-            problems.append(f"{key} is out of range: {value!r}")
-    if problems:
-        raise ModelError(f"{where}: invalid model metadata: {'; '.join(problems)}")
-    return meta
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
 
 
 def resolve_model(model: str | os.PathLike | None) -> Path:

@@ -28,8 +28,8 @@ import numpy as np
 
 from .errors import FerkitError, ImageError, ModelError
 from .fileio import atomic_path
+from .meta import PREPROCESS_MODES
 
-PREPROCESS_MODES = ("none", "report")
 STAGES = ("original", "resized", "blurred", "sharpened", "denoised", "edges_original", "edges_processed")
 # Decoding flags: any bit depth and colour layout, EXIF orientation honoured (IMREAD_UNCHANGED ignores it).
 _DECODE_FLAGS = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH

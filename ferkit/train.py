@@ -4,13 +4,17 @@ Data and augmentation live on the device (the whole FER2013 training split is 66
 so no loader process is ever on the critical path; the forward/backward pass runs in bfloat16
 autocast on a GPU. The best epoch is chosen on PublicTest; PrivateTest is only ever reported.
 
-    ferkit train --arch vgg --out runs/vgg                     # the default recipe
+    ferkit train --arch vgg --out runs/vgg                     # the default recipe (+ the FER+ auxiliary head)
     ferkit train --arch seed_cnn --recipe seed --out runs/seed # the original report's recipe
+    ferkit train --arch vgg --teacher-probs runs/teacher.npz --out runs/student   # distil a `ferkit ensemble`
     ferkit train --from default --data-folder my_faces/ --out runs/mine   # fine-tune on your images
     torchrun --nproc_per_node=2 -m ferkit.train --arch vgg ... # data-parallel on 2 GPUs (DDP)
 
-Interrupted runs resume from ``<out>/last.pt`` (written atomically after every epoch). At the end,
-``best.pt`` gets the temperature fitted on the validation split (PublicTest, or the held-out part of
+Interrupted runs resume from ``<out>/last.pt`` (written atomically after every epoch, with the
+random-number states, so a resumed run draws what an uninterrupted one would). A lock file keeps a
+second run out of the same folder. Checkpoints hold only tensors and plain values and are read with
+``torch.load(weights_only=True)``: a crafted .pt cannot run code here. At the end, ``best.pt``
+gets the temperature fitted on the validation split (PublicTest, or the held-out part of
 --data-folder), ``<out>/report/`` the evaluation of that split and ``logits.npz`` the logits of
 every held-out split and TTA mode (for ``ferkit evaluate --probs``). ``ferkit export <out>/best.pt``
 turns the model into the ONNX file ``ferkit.load`` reads.
@@ -19,13 +23,14 @@ turns the model into the ONNX file ``ferkit.load`` reads.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import math
 import os
-import random
 import sys
 import time
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -34,18 +39,22 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .augment import NO_AUGMENT, AugmentConfig, augment_batch, mix_batch
+from .augment import AUGMENTS, augment_batch, mix_batch
 from .calibration import fit_temperature
-from .data import FaceSet, ferplus_votes_as_fer2013, load_ferplus_split, load_split, read_ferplus_votes
+from .checkpoint import clean_stale_temps, load_checkpoint, read_checkpoint, save_checkpoint
+from .data import (FERPLUS_CSV, FaceSet, ferplus_votes_as_fer2013, load_ferplus_split, load_split,
+                   read_ferplus_votes)
+from .ensemble import read_ensemble_file
 from .errors import DataError, FerkitError, ModelError
 from .evaluate import evaluation_report
-from .export import default_meta, load_checkpoint
 from .faces import load_face_folder
 from .fileio import atomic_path, write_text
 from .labels import EMOTIONS, FERPLUS_EMOTIONS
-from .models import InputConfig, count_params, create_model, list_models
+from .meta import default_meta
+from .models import count_params, create_model, list_models
 from .settings import data_dir
-from .tta import TTA_MODES, tta_views
+from .torch_infer import faces_to_device, normalise, predict_logits, tta_tensor
+from .tta import TTA_MODES
 
 # Settings each recipe fills in where the command line leaves them unset.
 RECIPES: dict[str, dict] = {
@@ -61,98 +70,164 @@ RECIPES: dict[str, dict] = {
 }
 DEFAULT_ARCH = "vgg"
 UNSURE_THRESHOLD = 0.4  # stored in new models; a fine-tuned model keeps its parent's
+AUX_WEIGHT = 0.5  # weight of the auxiliary FER+ head's loss
 # What a fine-tuned model inherits from the checkpoint it starts from: how its faces are framed and scaled.
 INHERITED_META = ("input_size", "channels", "mean", "std", "face_margin", "unsure_threshold")
-AUGMENTS = {
-    "none": NO_AUGMENT,
-    "report": AugmentConfig(rotate=15, zoom=0.15, shift=0.0, flip=True, brightness=0.2, contrast=0.0, erase=0.0),
-    "default": AugmentConfig(),
-}
+LOCK_FILE = ".lock"
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run, saved as <out>/args.json; a recipe presets the optimisation fields."""
+
+    arch: str = DEFAULT_ARCH
+    recipe: str = "default"
+    dataset: str = "fer2013"
+    targets: str = "hard"
+    data: str | None = None
+    data_folder: str | None = None
+    init_from: str | None = None
+    report_splits: list[str] = field(default_factory=lambda: ["PublicTest", "PrivateTest"])
+    val_fraction: float = 0.2
+    epochs: int = 80
+    batch_size: int = 128
+    opt: str = "sgd"
+    lr: float = 0.05
+    weight_decay: float = 5e-4
+    sched: str = "cosine"
+    warmup_epochs: int = 3
+    label_smoothing: float = 0.1
+    mixup_alpha: float = 0.2
+    aug: str = "default"
+    balance: str = "none"
+    preprocess: str = "none"
+    aux_ferplus: str = "auto"
+    aux_weight: float = AUX_WEIGHT
+    distill: list[str] | None = None
+    teacher_probs: str | None = None
+    distill_weight: float = 0.7
+    distill_temp: float = 2.0
+    eval_tta: str = "flip"
+    seed: int = 0
+    subset: int | None = None
+    device: str | None = None
+    compile: bool = False
+    time_limit: float | None = None
+    no_resume: bool = False
+    name: str | None = None
+    out: str = "runs/train"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("ferkit train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    recipe = RECIPES["default"]
     p.add_argument("--arch", default=None, choices=list_models(),
                    help=f"model architecture (default: {DEFAULT_ARCH}, or the --from checkpoint's)")
     p.add_argument("--recipe", default=None, choices=sorted(RECIPES),
-                   help="preset of the settings below: 'seed' (report), 'default', 'finetune' "
+                   help="preset of the optimisation settings below: 'seed' (report), 'default', 'finetune' "
                         "(default: 'finetune' with --from, else 'default')")
     p.add_argument("--dataset", default="fer2013", choices=["fer2013", "ferplus"], help="(default: fer2013)")
     p.add_argument("--targets", default="hard", choices=["hard", "soft"],
                    help="hard: one label per face; soft: FER+ vote distributions (ferplus, or fer2013 with "
                         "votes mapped to 7 classes); evaluation always uses the split's hard labels (default: hard)")
     p.add_argument("--data", default=None, help="FER2013 folder (default: $FERKIT_DATA or ../shared/data/fer2013)")
-    p.add_argument("--data-folder", default=None, help="your own labelled images: DIR/<class>/*.jpg (fine-tuning)")
+    p.add_argument("--data-folder", default=None,
+                   help="your own labelled images: DIR/<class>/*.jpg, for fine-tuning (default: none)")
     p.add_argument("--from", dest="init_from", default=None,
-                   help="start from a checkpoint: a .pt path or a bundled model name ('default', 'ferplus')")
+                   help="start from a checkpoint: a .pt path or a bundled model name ('default', 'fast', 'ferplus'); "
+                        "read with weights_only=True, so a crafted file cannot run code (default: none)")
     p.add_argument("--report-splits", nargs="+", default=["PublicTest", "PrivateTest"],
                    choices=["PublicTest", "PrivateTest"],
-                   help="splits whose logits are saved at the end (PublicTest is always the validation split)")
+                   help="splits whose logits are saved at the end; PublicTest is always the validation split "
+                        "(default: PublicTest PrivateTest)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="held-out part of --data-folder (default: 0.2)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None, help="global batch size, split across ranks")
-    p.add_argument("--opt", default=None, choices=["sgd", "adam", "adamw"])
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--weight-decay", type=float, default=None)
-    p.add_argument("--sched", default=None, choices=["cosine", "plateau"])
-    p.add_argument("--warmup-epochs", type=int, default=None)
-    p.add_argument("--label-smoothing", type=float, default=None)
-    p.add_argument("--mixup-alpha", type=float, default=None, help="mixup/cutmix Beta(a, a); 0 disables")
-    p.add_argument("--aug", default=None, choices=sorted(AUGMENTS))
+    p.add_argument("--epochs", type=int, default=None, help=f"(default: the recipe's; {recipe['epochs']} for default)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"global batch size, split across ranks (default: the recipe's; {recipe['batch_size']})")
+    p.add_argument("--opt", default=None, choices=["sgd", "adam", "adamw"],
+                   help=f"optimiser (default: the recipe's; {recipe['opt']})")
+    p.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default: the recipe's; {recipe['lr']})")
+    p.add_argument("--weight-decay", type=float, default=None,
+                   help=f"on weights, not on BN and biases (default: the recipe's; {recipe['weight_decay']})")
+    p.add_argument("--sched", default=None, choices=["cosine", "plateau"],
+                   help=f"learning-rate schedule (default: the recipe's; {recipe['sched']})")
+    p.add_argument("--warmup-epochs", type=int, default=None,
+                   help=f"linear warm-up before the cosine (default: the recipe's; {recipe['warmup_epochs']})")
+    p.add_argument("--label-smoothing", type=float, default=None,
+                   help=f"(default: the recipe's; {recipe['label_smoothing']})")
+    p.add_argument("--mixup-alpha", type=float, default=None,
+                   help=f"mixup/cutmix Beta(a, a); 0 disables (default: the recipe's; {recipe['mixup_alpha']})")
+    p.add_argument("--aug", default=None, choices=sorted(AUGMENTS),
+                   help=f"augmentation preset (augment.py) (default: the recipe's; {recipe['aug']})")
     p.add_argument("--balance", default=None, choices=["none", "loss", "sampler"],
-                   help="class imbalance: none, loss weights or a sampler, both ~ 1/sqrt(class frequency)")
+                   help="class imbalance: none, loss weights or a sampler, both ~ 1/sqrt(class frequency) "
+                        f"(default: the recipe's; {recipe['balance']})")
     p.add_argument("--preprocess", default=None, choices=["none", "report"],
                    help="train on raw faces or on the report's blur/sharpen/denoise output "
                         "(default: none, or the --from checkpoint's)")
-    p.add_argument("--distill", nargs="+", default=None, metavar="CKPT", help="teacher checkpoints (ensemble)")
+    p.add_argument("--aux-ferplus", default="auto", choices=["auto", "on", "off"],
+                   help="a second head trained on the FER+ vote distributions of the same training faces "
+                        "(rows without votes masked out); only the FER2013 head is used and scored. "
+                        "auto: on for --dataset fer2013 when fer2013new.csv is present (default: auto)")
+    p.add_argument("--aux-weight", type=float, default=AUX_WEIGHT,
+                   help=f"weight of the FER+ head's loss (default: {AUX_WEIGHT})")
+    p.add_argument("--distill", nargs="+", default=None, metavar="CKPT",
+                   help="online distillation: teacher checkpoints run on every batch, logits averaged (default: none)")
+    p.add_argument("--teacher-probs", default=None, metavar="FILE",
+                   help="offline distillation: the Training_probs of a file written by `ferkit ensemble` (default: none)")
     p.add_argument("--distill-weight", type=float, default=0.7, help="share of the distillation loss (default: 0.7)")
     p.add_argument("--distill-temp", type=float, default=2.0, help="distillation temperature (default: 2.0)")
-    p.add_argument("--eval-tta", default="flip", choices=["none", "flip", "crops"],
+    p.add_argument("--eval-tta", default="flip", choices=list(TTA_MODES),
                    help="TTA for choosing the best epoch on the validation split (default: flip)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--subset", type=int, default=None, help="use only N training and N validation faces (smoke tests)")
+    p.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    p.add_argument("--subset", type=int, default=None,
+                   help="use only N training and N validation faces, for smoke tests (default: all)")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (default: off)")
     p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
-                   help="fit the run into this wall time: after 2 epochs, lower --epochs (and the cosine "
-                        "schedule with it) to what the measured epoch time allows; the final value is logged")
+                   help="fit the run into this wall time: from the third epoch on, lower --epochs (and the "
+                        "cosine schedule with it) to what the measured epoch time allows; the final value is "
+                        "logged (default: none)")
     p.add_argument("--no-resume", action="store_true", help="start afresh even when <out>/last.pt exists")
     p.add_argument("--name", default=None, help="model name stored in the checkpoint (default: the out folder's name)")
     p.add_argument("--out", default="runs/train", help="output folder (default: runs/train)")
     return p
 
 
-def resolve_settings(args: argparse.Namespace, parent: dict | None = None) -> argparse.Namespace:
-    """Fill unset options from the recipe and from ``parent``, the metadata of the --from checkpoint.
-
-    The result is saved as <out>/args.json.
-    """
-    recipe = args.recipe or ("finetune" if args.init_from else "default")
-    args.recipe = recipe
-    for key, value in RECIPES[recipe].items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+def resolve_settings(args: argparse.Namespace, parent: dict | None = None) -> TrainConfig:
+    """The run's TrainConfig: the command line, then the recipe, then ``parent`` (the --from checkpoint's meta)."""
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+    recipe = given.get("recipe") or ("finetune" if given.get("init_from") else "default")
+    settings = {**RECIPES[recipe], **given, "recipe": recipe}
     if parent:
-        if args.arch not in (None, parent["arch"]):
-            raise FerkitError(f"--arch {args.arch} differs from the architecture of --from {args.init_from} "
+        if settings.get("arch", parent["arch"]) != parent["arch"]:
+            raise FerkitError(f"--arch {settings['arch']} differs from the architecture of --from {args.init_from} "
                               f"({parent['arch']}): leave --arch out when fine-tuning")
-        args.arch = parent["arch"]
-        args.preprocess = args.preprocess or parent["preprocess"]
-    args.arch = args.arch or DEFAULT_ARCH
-    args.preprocess = args.preprocess or "none"
-    args.name = args.name or Path(args.out).name
-    return args
+        settings["arch"] = parent["arch"]
+        settings.setdefault("preprocess", parent["preprocess"])
+    if settings.get("distill") and settings.get("teacher_probs"):
+        raise FerkitError("--distill and --teacher-probs are two kinds of teacher: give one")
+    cfg = TrainConfig(**settings)
+    cfg.name = cfg.name or Path(cfg.out).name
+    return cfg
 
 
 # --- distributed helpers (a no-op on one device) ----------------------------------------------
 
 
-def setup_distributed(requested: str | None) -> tuple[int, int, torch.device]:
-    """(rank, world_size, device). Under torchrun, one process per GPU (NCCL) or per CPU rank (gloo)."""
+@dataclass(frozen=True)
+class Runtime:
+    rank: int
+    world: int
+    device: torch.device
+
+
+def setup_distributed(requested: str | None) -> Runtime:
+    """Under torchrun, one process per GPU (NCCL) or per CPU rank (gloo); else one process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     want_cuda = torch.cuda.is_available() and (requested is None or requested.startswith("cuda"))
     if world == 1:
-        return 0, 1, torch.device(requested or ("cuda" if want_cuda else "cpu"))
+        return Runtime(0, 1, torch.device(requested or ("cuda" if want_cuda else "cpu")))
     local_rank = int(os.environ["LOCAL_RANK"])
     if want_cuda:
         torch.cuda.set_device(local_rank)
@@ -160,13 +235,13 @@ def setup_distributed(requested: str | None) -> tuple[int, int, torch.device]:
     else:
         device = torch.device("cpu")
     dist.init_process_group("nccl" if want_cuda else "gloo")
-    return dist.get_rank(), world, device
+    return Runtime(dist.get_rank(), world, device)
 
 
-def all_reduce_sum(values: list[float], device: torch.device, world: int) -> list[float]:
-    if world == 1:
+def all_reduce_sum(values: list[float], rt: Runtime) -> list[float]:
+    if rt.world == 1:
         return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
+    t = torch.tensor(values, dtype=torch.float64, device=rt.device)
     dist.all_reduce(t)
     return t.tolist()
 
@@ -174,33 +249,74 @@ def all_reduce_sum(values: list[float], device: torch.device, world: int) -> lis
 # --- data ------------------------------------------------------------------------------------
 
 
-def load_data(args, meta: dict) -> tuple[FaceSet, np.ndarray, dict[str, FaceSet]]:
+def load_data(cfg: TrainConfig, meta: dict) -> tuple[FaceSet, np.ndarray, dict[str, FaceSet]]:
     """(train faces, train targets (N, C) soft, held-out splits); the first held-out split is the validation split.
 
     A user's photos (--data-folder) are cropped as at inference, at ``meta``'s input size and face margin.
     """
-    if args.data_folder:
-        faces = load_face_folder(args.data_folder, size=meta["input_size"], margin=meta["face_margin"])
+    if cfg.data_folder:
+        faces = load_face_folder(cfg.data_folder, size=meta["input_size"], margin=meta["face_margin"])
         if len(faces.classes) < 2:
-            raise DataError(f"{args.data_folder} has one class folder ({faces.classes[0]}): a model needs two or more")
-        train, val = stratified_split(faces, args.val_fraction, args.seed)
+            raise DataError(f"{cfg.data_folder} has one class folder ({faces.classes[0]}): a model needs two or more")
+        train, val = stratified_split(faces, cfg.val_fraction, cfg.seed)
         return train, one_hot(train.labels, len(faces.classes)), {"validation": val}
-    root = data_dir(args.data)
-    held_out = ("PublicTest", *args.report_splits)
-    if args.dataset == "ferplus":
+    root = data_dir(cfg.data)
+    held_out = ("PublicTest", *cfg.report_splits)
+    if cfg.dataset == "ferplus":
         train = load_ferplus_split("Training", root)
         votes = train.votes / train.votes.sum(axis=1, keepdims=True)
-        targets = votes if args.targets == "soft" else one_hot(train.labels, len(FERPLUS_EMOTIONS))
+        targets = votes if cfg.targets == "soft" else one_hot(train.labels, len(FERPLUS_EMOTIONS))
         return train, targets.astype(np.float32), {s: load_ferplus_split(s, root) for s in held_out}
     train = load_split("Training", root)
     targets = one_hot(train.labels, len(EMOTIONS))
-    if args.targets == "soft":
+    if cfg.targets == "soft":
         # FER+ votes for the same images, mapped onto FER2013's 7 classes; rows without votes keep their label.
-        votes, _, _ = read_ferplus_votes(root / "fer2013new.csv")
+        votes, _, _ = read_ferplus_votes(root / FERPLUS_CSV)
         mapped = ferplus_votes_as_fer2013(votes[train.rows])
         has_votes = votes[train.rows][:, : len(EMOTIONS)].sum(axis=1) > 0
         targets = np.where(has_votes[:, None], mapped, targets).astype(np.float32)
     return train, targets, {s: load_split(s, root) for s in held_out}
+
+
+def use_aux_ferplus(cfg: TrainConfig) -> bool:
+    """Whether the auxiliary FER+ head trains: --aux-ferplus on, or auto with FER2013 and the votes file present."""
+    if cfg.aux_ferplus == "off":
+        return False
+    if cfg.data_folder or cfg.dataset != "fer2013":
+        if cfg.aux_ferplus == "on":
+            raise FerkitError("--aux-ferplus on needs --dataset fer2013 (the FER+ votes of the FER2013 faces)")
+        return False
+    present = (data_dir(cfg.data) / FERPLUS_CSV).is_file()
+    if cfg.aux_ferplus == "on" and not present:
+        raise DataError(f"--aux-ferplus on needs {FERPLUS_CSV} in {data_dir(cfg.data)}")
+    return present
+
+
+def ferplus_aux_targets(train: FaceSet, root: Path) -> np.ndarray:
+    """(N, 8) FER+ vote distributions of the training faces (FERPLUS_EMOTIONS order); all-zero rows for faces
+    without emotion votes, which the loss leaves out."""
+    votes, _, _ = read_ferplus_votes(root / FERPLUS_CSV)
+    if len(votes) <= train.rows.max():
+        raise DataError(f"{root / FERPLUS_CSV} has {len(votes)} rows but Training needs row {train.rows.max()}")
+    v = votes[train.rows]
+    total = v.sum(axis=1, keepdims=True)
+    return np.divide(v, total, out=np.zeros_like(v), where=total > 0).astype(np.float32)
+
+
+def read_teacher_probs(path: str | Path, train: FaceSet) -> np.ndarray:
+    """(N, C) teacher probabilities of the training faces, matched by fer2013.csv row, from `ferkit ensemble`."""
+    teacher = read_ensemble_file(path)
+    if tuple(teacher["classes"]) != tuple(train.classes):
+        raise DataError(f"{path} holds probabilities over {list(teacher['classes'])}; the run trains "
+                        f"{list(train.classes)}")
+    if "Training_probs" not in teacher:
+        raise DataError(f"{path} has no Training_probs: write it with `ferkit ensemble ... --splits Training ...`")
+    where = {int(r): i for i, r in enumerate(teacher["Training_rows"])}
+    missing = [int(r) for r in train.rows if int(r) not in where]
+    if missing:
+        raise DataError(f"{path} has no probabilities for {len(missing)} training faces (e.g. row {missing[0]}): "
+                        "it was written for other data")
+    return teacher["Training_probs"][[where[int(r)] for r in train.rows]].astype(np.float32)
 
 
 def one_hot(labels: np.ndarray, n: int) -> np.ndarray:
@@ -227,42 +343,87 @@ def class_weights(labels: np.ndarray, n: int) -> np.ndarray:
     return (w / (w[labels].mean())).astype(np.float32)
 
 
-def faces_to_device(faces: np.ndarray, device: torch.device, preprocess: str) -> torch.Tensor:
-    """(N, 48, 48) uint8 -> (N, 1, 48, 48) uint8 on the device, after the report's steps when asked."""
-    if preprocess == "report":
-        from concurrent.futures import ThreadPoolExecutor
+@dataclass
+class TrainData:
+    """Everything an epoch reads, on the device.
 
-        from .preprocess import apply_report_preprocessing
+    ``targets`` (N, K) holds column blocks that mixup mixes together: ``label`` (the smoothed label
+    targets), ``aux`` (FER+ vote distributions, zero rows without votes), ``teacher`` (tempered teacher
+    probabilities); ``blocks`` names their columns.
+    """
 
-        with ThreadPoolExecutor() as pool:  # OpenCV releases the GIL
-            faces = np.stack(list(pool.map(apply_report_preprocessing, faces, chunksize=256)))
-    return torch.from_numpy(np.ascontiguousarray(faces)).unsqueeze(1).to(device)
+    images: torch.Tensor                # (N, 1, S, S) uint8
+    targets: torch.Tensor               # (N, K) float32
+    blocks: dict[str, slice]
+    val_views: torch.Tensor             # (V, M, 1, S, S) uint8
+    val_labels: torch.Tensor            # (M,) int64
+    weights: torch.Tensor | None        # (C,) class weights of the loss, or None
+    sample_p: torch.Tensor | None       # (N,) sampling weights, or None
+    teachers: list[torch.nn.Module]     # online distillation
 
 
-def normalise(x_uint8_or_unit: torch.Tensor, cfg: InputConfig) -> torch.Tensor:
-    x = x_uint8_or_unit.float()
-    if x_uint8_or_unit.dtype == torch.uint8:
-        x = x / 255.0
-    return (x - cfg.mean) / cfg.std
+def target_blocks(label: np.ndarray, cfg: TrainConfig, aux: np.ndarray | None,
+                  teacher: np.ndarray | None) -> tuple[np.ndarray, dict[str, slice]]:
+    """The (N, K) targets of TrainData: smoothed labels, then the optional aux and tempered teacher blocks."""
+    smoothed = label * (1 - cfg.label_smoothing) + cfg.label_smoothing / label.shape[1]
+    parts = {"hard": label, "label": smoothed}
+    if aux is not None:
+        parts["aux"] = aux
+    if teacher is not None:
+        tempered = np.power(np.clip(teacher, 1e-8, None), 1.0 / cfg.distill_temp)
+        parts["teacher"] = tempered / tempered.sum(axis=1, keepdims=True)
+    blocks, start = {}, 0
+    for name, block in parts.items():
+        blocks[name] = slice(start, start + block.shape[1])
+        start += block.shape[1]
+    return np.concatenate(list(parts.values()), axis=1).astype(np.float32), blocks
 
 
 # --- model, optimiser, schedule ----------------------------------------------------------------
 
 
-def input_config(meta: dict) -> InputConfig:
-    return InputConfig(meta["input_size"], meta["channels"], meta["mean"], meta["std"])
+class AuxHead(torch.nn.Module):
+    """The training-time wrapper: the classifier, plus an optional second head on its pooled features.
+
+    ``forward`` returns (logits, aux logits or None). Only ``classifier`` is saved as ``model`` and exported.
+    """
+
+    def __init__(self, classifier: torch.nn.Module, aux_classes: int = 0, input_size: int = 48):
+        super().__init__()
+        self.classifier = classifier
+        self.aux = None
+        if aux_classes:
+            width = feature_channels(classifier, input_size)
+            self.aux = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                           torch.nn.Linear(width, aux_classes))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        features = self.classifier.forward_features(x)
+        logits = self.classifier.forward_head(features)
+        return logits, (self.aux(features) if self.aux is not None else None)
 
 
-def run_meta(args, parent: dict | None) -> dict:
-    """The metadata stored in the checkpoints (docs/design.md); classes are set once the data is read."""
+def feature_channels(classifier: torch.nn.Module, input_size: int) -> int:
+    """Channels of ``forward_features`` (one dummy face in eval mode, so BN statistics stay as they are)."""
+    was_training = classifier.training
+    with torch.no_grad():
+        channels = classifier.eval().forward_features(torch.zeros(1, 1, input_size, input_size)).shape[1]
+    classifier.train(was_training)
+    return int(channels)
+
+
+def run_meta(cfg: TrainConfig, parent: dict | None) -> dict:
+    """The metadata stored in the checkpoints (meta.py); classes are set once the data is read."""
     inherited = {k: parent[k] for k in INHERITED_META} if parent else {"unsure_threshold": UNSURE_THRESHOLD}
-    return default_meta(args.arch, name=args.name, preprocess=args.preprocess, **inherited)
+    provenance = {"recipe": cfg.recipe, "dataset": cfg.dataset, "init_from": cfg.init_from,
+                  "teacher_probs": Path(cfg.teacher_probs).name if cfg.teacher_probs else None}
+    return default_meta(cfg.arch, name=cfg.name, preprocess=cfg.preprocess, provenance=provenance, **inherited)
 
 
-def build_model(args, classes: tuple[str, ...], parent: tuple[torch.nn.Module, dict] | None) -> torch.nn.Module:
+def build_model(cfg: TrainConfig, classes: tuple[str, ...], parent: tuple[torch.nn.Module, dict] | None) -> torch.nn.Module:
     """A new model, or the --from checkpoint's with a last layer for ``classes`` when they differ from its own."""
     if parent is None:
-        return create_model(args.arch, num_classes=len(classes))
+        return create_model(cfg.arch, num_classes=len(classes))
     model, meta = parent
     if tuple(meta["classes"]) != tuple(classes):
         replace_head(model, tuple(meta["classes"]), classes)
@@ -284,15 +445,15 @@ def replace_head(model: torch.nn.Module, old_classes: tuple[str, ...], classes: 
     model.head[-1] = new
 
 
-def build_optimizer(model: torch.nn.Module, args) -> torch.optim.Optimizer:
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]  # no weight decay on BN and biases
-    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if args.opt == "sgd":
-        return torch.optim.SGD(groups, lr=args.lr, momentum=0.9, nesterov=True)
-    if args.opt == "adam":
-        return torch.optim.Adam(groups, lr=args.lr)
-    return torch.optim.AdamW(groups, lr=args.lr)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.opt == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
+    if cfg.opt == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr)
+    return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
 def cosine_lr(step: int, total: int, warmup: int, base: float) -> float:
@@ -309,107 +470,202 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights: tor
     return loss.mean()
 
 
-def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+def distillation_loss(student: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student / T) x T^2; ``teacher_probs`` are already tempered (softmax(teacher / T))."""
     t = temperature
-    return F.kl_div(F.log_softmax(student.float() / t, 1), F.softmax(teacher.float() / t, 1),
-                    reduction="batchmean") * t * t
+    return F.kl_div(F.log_softmax(student.float() / t, 1), teacher_probs, reduction="batchmean") * t * t
 
 
-# --- one epoch, evaluation --------------------------------------------------------------------
+def aux_loss(aux_logits: torch.Tensor, votes: torch.Tensor) -> torch.Tensor:
+    """Soft cross-entropy over the faces that have votes: a row's weight is its vote mass (1, 0, or mixed)."""
+    mass = votes.sum(dim=1)  # (B,)
+    per_row = -(votes * F.log_softmax(aux_logits.float(), dim=1)).sum(dim=1)
+    return per_row.sum() / mass.sum().clamp(min=1.0)
 
 
-def train_one_epoch(model, teachers, optimizer, images, targets, sample_p, weights, args, cfg, epoch, state,
-                    device, rank, world, generator) -> dict:
-    model.train()
-    n = images.shape[0]
-    per_rank = args.batch_size // world
-    steps = max(1, n // args.batch_size)
+# --- the run's state, one epoch, validation ----------------------------------------------------
+
+
+@dataclass
+class TrainState:
+    """What changes while a run trains; ``model`` is the wrapped (DDP / compiled) AuxHead, ``net`` the bare one."""
+
+    cfg: TrainConfig
+    rt: Runtime
+    model: torch.nn.Module
+    net: AuxHead
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau | None
+    generator: torch.Generator
+    meta: dict
+    steps_per_epoch: int
+    step: int = 0
+    epoch: int = 0
+    best: float = -1.0
+    log: list[dict] = field(default_factory=list)
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.cfg.epochs
+
+    @property
+    def warmup_steps(self) -> int:
+        return self.steps_per_epoch * self.cfg.warmup_epochs
+
+
+def batch_loss(state: TrainState, data: TrainData, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, logits) of one mixed batch: label loss, distillation and the FER+ head, weighted by the config."""
+    cfg, b = state.cfg, data.blocks
+    logits, aux_logits = state.model(x)
+    loss = soft_cross_entropy(logits, y[:, b["label"]], data.weights)
+    if "teacher" in b or data.teachers:
+        if data.teachers:
+            with torch.no_grad():
+                teacher = torch.stack([t(x).float() for t in data.teachers]).mean(0)
+            target = F.softmax(teacher / cfg.distill_temp, 1)
+        else:
+            target = y[:, b["teacher"]]
+        kd = distillation_loss(logits, target, cfg.distill_temp)
+        loss = (1 - cfg.distill_weight) * loss + cfg.distill_weight * kd
+    if aux_logits is not None:
+        loss = loss + cfg.aux_weight * aux_loss(aux_logits, y[:, b["aux"]])
+    return loss, logits
+
+
+def train_one_epoch(state: TrainState, data: TrainData, epoch: int) -> dict:
+    cfg, rt = state.cfg, state.rt
+    state.model.train()
+    n = data.images.shape[0]
+    per_rank = cfg.batch_size // rt.world
     # Every rank draws the same global order, then takes its own slice of each global batch.
-    g = torch.Generator(device="cpu").manual_seed(args.seed * 1000 + epoch)
-    order = (torch.multinomial(sample_p, n, replacement=True, generator=g) if sample_p is not None
-             else torch.randperm(n, generator=g)).to(device)
-    aug_cfg = AUGMENTS[args.aug]
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device)
+    g = torch.Generator(device="cpu").manual_seed(cfg.seed * 1000 + epoch)
+    order = (torch.multinomial(data.sample_p, n, replacement=True, generator=g) if data.sample_p is not None
+             else torch.randperm(n, generator=g)).to(rt.device)
+    aug = AUGMENTS[cfg.aug]
+    loss_sum = torch.zeros((), device=rt.device)
+    correct = torch.zeros((), device=rt.device)
     count = 0
-    bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{args.epochs}", leave=False,
-               disable=rank != 0 or not sys.stderr.isatty())
+    bar = tqdm(range(state.steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+               disable=rt.rank != 0 or not sys.stderr.isatty())
     for step in bar:
-        if args.sched == "cosine":
-            lr = cosine_lr(state["step"], state["total_steps"], state["warmup_steps"], args.lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-        start = step * args.batch_size + rank * per_rank
+        if cfg.sched == "cosine":
+            for group in state.optimizer.param_groups:
+                group["lr"] = cosine_lr(state.step, state.total_steps, state.warmup_steps, cfg.lr)
+        start = step * cfg.batch_size + rt.rank * per_rank
         idx = order[start:start + per_rank]
-        x = augment_batch(images[idx].float() / 255.0, aug_cfg, generator)
-        x = normalise(x, cfg).contiguous(memory_format=torch.channels_last)
-        hard = targets[idx]
-        y = hard * (1 - args.label_smoothing) + args.label_smoothing / hard.shape[1]
-        x, y = mix_batch(x, y, args.mixup_alpha, generator=generator)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(x)
-            loss = soft_cross_entropy(logits, y, weights)
-            if teachers:
-                with torch.no_grad():
-                    teacher_logits = torch.stack([t(x).float() for t in teachers]).mean(0)
-                kd = distillation_loss(logits, teacher_logits, args.distill_temp)
-                loss = (1 - args.distill_weight) * loss + args.distill_weight * kd
-        optimizer.zero_grad(set_to_none=True)
+        x = augment_batch(data.images[idx].float() / 255.0, aug, state.generator)
+        x = normalise(x, state.meta).contiguous(memory_format=torch.channels_last)
+        hard = data.targets[idx, data.blocks["hard"]]
+        x, y = mix_batch(x, data.targets[idx], cfg.mixup_alpha, generator=state.generator)
+        with torch.autocast(rt.device.type, dtype=torch.bfloat16, enabled=rt.device.type == "cuda"):
+            loss, logits = batch_loss(state, data, x, y)
+        state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-        state["step"] += 1
+        state.optimizer.step()
+        state.step += 1
         loss_sum += loss.detach() * len(idx)  # accumulated on the device: no sync per step
         correct += (logits.argmax(1) == hard.argmax(1)).sum()
         count += len(idx)
-    loss_total, correct_total, count_total = all_reduce_sum([loss_sum.item(), correct.item(), count], device, world)
+    loss_total, correct_total, count_total = all_reduce_sum([loss_sum.item(), correct.item(), count], rt)
     return {"train_loss": loss_total / count_total, "train_acc": correct_total / count_total}
 
 
-@torch.no_grad()
-def predict_logits(model, views: torch.Tensor, cfg: InputConfig, batch: int = 1024) -> torch.Tensor:
-    """Mean logits over TTA views: views (V, N, 1, S, S) uint8 -> (N, C) float32."""
-    model.eval()
-    out = []
-    for v in views:
-        chunks = []
-        for i in range(0, v.shape[0], batch):
-            x = normalise(v[i:i + batch], cfg).contiguous(memory_format=torch.channels_last)
-            with torch.autocast(v.device.type, dtype=torch.bfloat16, enabled=v.device.type == "cuda"):
-                chunks.append(model(x).float())
-        out.append(torch.cat(chunks))
-    return torch.stack(out).mean(0)
-
-
-def tta_tensor(faces: np.ndarray, mode: str, device, preprocess: str) -> torch.Tensor:
-    """(V, N, 1, S, S) uint8 views on the device; the report's steps run once, before the views."""
-    faces = faces_to_device(faces, "cpu", preprocess)[:, 0].numpy()
-    return torch.stack([faces_to_device(v, device, "none") for v in tta_views(faces, mode)])
-
-
-def evaluate(model, views: torch.Tensor, labels: torch.Tensor, cfg, device, rank, world) -> dict:
+def validate(state: TrainState, data: TrainData) -> dict:
     """Accuracy and NLL on the validation views; each rank scores its shard, sums are reduced."""
-    shard = slice(rank, None, world)
-    logits = predict_logits(model, views[:, shard], cfg)
-    y = labels[shard]
+    rt = state.rt
+    shard = slice(rt.rank, None, rt.world)
+    logits = predict_logits(state.net.classifier, data.val_views[:, shard], state.meta)
+    y = data.val_labels[shard]
     sums = [F.cross_entropy(logits, y, reduction="sum").item(), (logits.argmax(1) == y).sum().item(), len(y)]
-    nll, correct, count = all_reduce_sum(sums, device, world)
+    nll, correct, count = all_reduce_sum(sums, rt)
     return {"val_loss": nll / count, "val_acc": correct / count}
 
 
-# --- checkpoints ------------------------------------------------------------------------------
+# --- checkpoints and run files -----------------------------------------------------------------
 
 
-def save_checkpoint(path: Path, model, optimizer, scheduler, epoch, best, args, meta, log) -> None:
-    raw = model.module if hasattr(model, "module") else model
-    raw = getattr(raw, "_orig_mod", raw)
-    ckpt = {
-        "model": raw.state_dict(), "arch": args.arch, "model_kwargs": {}, "meta": meta,
-        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler else None,
-        "epoch": epoch, "best_metric": best, "args": vars(args), "log": log,
-        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+def checkpoint_dict(state: TrainState) -> dict:
+    """The training checkpoint: tensors and plain values only (read back with weights_only=True)."""
+    rng = {"torch": torch.get_rng_state(), "generator": state.generator.get_state()}
+    if state.rt.device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(state.rt.device)
+    return {
+        "model": state.net.classifier.state_dict(), "arch": state.cfg.arch, "model_kwargs": {}, "meta": state.meta,
+        "aux_head": state.net.aux.state_dict() if state.net.aux is not None else None,
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict() if state.scheduler else None,
+        "epoch": state.epoch, "best_metric": state.best, "args": asdict(state.cfg), "log": state.log, "rng": rng,
     }
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+
+
+def resume(state: TrainState, path: Path) -> None:
+    """Continue from ``path`` (last.pt): weights, optimiser, schedule, log and random-number states."""
+    try:
+        ckpt = read_checkpoint(path)
+    except ModelError as e:
+        raise ModelError(f"{e}; to start afresh, pass --no-resume (or remove {path})") from None
+    state.net.classifier.load_state_dict(ckpt["model"])
+    if state.net.aux is not None and ckpt.get("aux_head") is not None:
+        state.net.aux.load_state_dict(ckpt["aux_head"])
+    state.optimizer.load_state_dict(ckpt["optimizer"])
+    if state.scheduler and ckpt["scheduler"]:
+        state.scheduler.load_state_dict(ckpt["scheduler"])
+    state.epoch, state.best, state.log = ckpt["epoch"] + 1, ckpt["best_metric"], ckpt["log"]
+    state.step = state.epoch * state.steps_per_epoch
+    rng = ckpt.get("rng") or {}
+    if "torch" in rng:
+        torch.set_rng_state(rng["torch"])
+    if "generator" in rng:
+        state.generator.set_state(rng["generator"])
+    if "cuda" in rng and state.rt.device.type == "cuda":
+        torch.cuda.set_rng_state(rng["cuda"], state.rt.device)
+
+
+class RunLock:
+    """``<out>/.lock`` holding the writer's pid: a second run into the same folder is refused, one line.
+
+    A lock whose process is gone (a killed run) is taken over.
+    """
+
+    def __init__(self, out: Path):
+        self.path = out / LOCK_FILE
+
+    def __enter__(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is not None and _pid_alive(holder):
+                    raise FerkitError(f"{self.path.parent} is in use by another ferkit train (pid {holder}): "
+                                      "give this run its own --out") from None
+                self.path.unlink(missing_ok=True)  # a stale lock
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()}\n")
+            return self
+        raise FerkitError(f"cannot take the lock {self.path}")
+
+    def _holder(self) -> int | None:
+        try:
+            return int(self.path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def __exit__(self, *exc) -> None:
+        if self._holder() == os.getpid():
+            self.path.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def write_log(out: Path, log: list[dict]) -> None:
@@ -443,136 +699,150 @@ def plot_curves(out: Path, log: list[dict], val_split: str) -> None:
     plt.close(fig)
 
 
-# --- main -------------------------------------------------------------------------------------
-
-
-def fit_epochs_to_time_limit(args, state, epoch_seconds, epoch, elapsed, rank, world, device) -> None:
-    """Lower args.epochs so that the run ends within --time-limit (all ranks agree on rank 0's answer)."""
-    reserve = 0.15 * args.time_limit  # the final evaluation with TTA, and slack
-    affordable = epoch + int((args.time_limit - reserve - elapsed) // max(epoch_seconds, 1e-3))
-    epochs = torch.tensor([min(args.epochs, max(affordable, epoch + 1))], device=device)
-    if world > 1:
+def fit_epochs_to_time_limit(cfg: TrainConfig, epoch_seconds: float, epoch: int, elapsed: float,
+                             rt: Runtime) -> None:
+    """Lower cfg.epochs so that the run ends within --time-limit (all ranks agree on rank 0's answer)."""
+    reserve = 0.15 * cfg.time_limit  # the final evaluation with TTA, and slack
+    affordable = epoch + int((cfg.time_limit - reserve - elapsed) // max(epoch_seconds, 1e-3))
+    epochs = torch.tensor([min(cfg.epochs, max(affordable, epoch + 1))], device=rt.device)
+    if rt.world > 1:
         dist.broadcast(epochs, src=0)
-    if int(epochs) < args.epochs:
-        if rank == 0:
-            print(f"time limit {args.time_limit:.0f} s at {epoch_seconds:.1f} s/epoch: "
-                  f"{args.epochs} epochs -> {int(epochs)}", flush=True)
-        args.epochs = int(epochs)
-        state["total_steps"] = state["steps_per_epoch"] * args.epochs
+    if int(epochs) < cfg.epochs:
+        if rt.rank == 0:
+            print(f"time limit {cfg.time_limit:.0f} s at {epoch_seconds:.1f} s/epoch: "
+                  f"{cfg.epochs} epochs -> {int(epochs)}", flush=True)
+        cfg.epochs = int(epochs)
+
+
+# --- main: setup, resume, fit, finish ----------------------------------------------------------
+
+
+def setup(cfg: TrainConfig, rt: Runtime, parent: tuple[torch.nn.Module, dict] | None
+          ) -> tuple[TrainState, TrainData, dict[str, FaceSet]]:
+    """The state, the device data and the held-out splits of a fresh run."""
+    torch.manual_seed(cfg.seed + rt.rank)
+    torch.backends.cudnn.benchmark = True
+    meta = run_meta(cfg, parent[1] if parent else None)
+    train, label_targets, held_out = load_data(cfg, meta)
+    if cfg.subset:
+        train = train.subset(np.arange(min(cfg.subset, len(train))))
+        label_targets = label_targets[: len(train)]
+        held_out = {k: v.subset(np.arange(min(cfg.subset, len(v)))) for k, v in held_out.items()}
+    meta["classes"] = list(train.classes)
+    aux = ferplus_aux_targets(train, data_dir(cfg.data)) if use_aux_ferplus(cfg) else None
+    teacher = read_teacher_probs(cfg.teacher_probs, train) if cfg.teacher_probs else None
+    targets, blocks = target_blocks(label_targets, cfg, aux, teacher)
+    val = next(iter(held_out.values()))
+    w = class_weights(train.labels, len(train.classes))
+    dev = rt.device
+    data = TrainData(
+        images=faces_to_device(train.images, dev, cfg.preprocess), targets=torch.from_numpy(targets).to(dev),
+        blocks=blocks, val_views=tta_tensor(val.images, cfg.eval_tta, dev, cfg.preprocess),
+        val_labels=torch.from_numpy(val.labels).to(dev),
+        weights=torch.from_numpy(w).to(dev) if cfg.balance == "loss" else None,
+        sample_p=torch.from_numpy(w[train.labels].astype(np.float64)) if cfg.balance == "sampler" else None,
+        teachers=[load_checkpoint(p)[0].to(dev, memory_format=torch.channels_last) for p in cfg.distill or []],
+    )
+    net = AuxHead(build_model(cfg, train.classes, parent), len(FERPLUS_EMOTIONS) if aux is not None else 0,
+                  meta["input_size"])
+    net = net.to(dev, memory_format=torch.channels_last)
+    optimizer = build_optimizer(net, cfg)
+    scheduler = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=3, min_lr=1e-6)
+                 if cfg.sched == "plateau" else None)
+    generator = torch.Generator(device=dev).manual_seed(cfg.seed * 7919 + rt.rank)
+    state = TrainState(cfg, rt, net, net, optimizer, scheduler, generator, meta,
+                       steps_per_epoch=max(1, len(train) // cfg.batch_size))
+    return state, data, held_out
+
+
+def wrap(state: TrainState) -> None:
+    """DDP across ranks and torch.compile, around the bare network (after a resume has loaded it)."""
+    if state.rt.world > 1:
+        ids = [state.rt.device.index] if state.rt.device.type == "cuda" else None
+        state.model = torch.nn.parallel.DistributedDataParallel(state.net, device_ids=ids)
+    if state.cfg.compile:
+        state.model = torch.compile(state.model)
+
+
+def fit(state: TrainState, data: TrainData, out: Path, val_split: str) -> None:
+    """Epochs until cfg.epochs (which --time-limit may lower); best.pt on a better validation accuracy."""
+    cfg, rt = state.cfg, state.rt
+    started, first = time.time(), state.epoch
+    while state.epoch < cfg.epochs:
+        t0 = time.time()
+        if cfg.time_limit and state.epoch >= first + 2:  # re-checked every epoch: sharing a GPU, epochs slow down
+            recent = [r["seconds"] for r in state.log[-3:]]
+            fit_epochs_to_time_limit(cfg, max(recent[-1], sum(recent) / len(recent)), state.epoch,
+                                     time.time() - started, rt)
+        stats = train_one_epoch(state, data, state.epoch) | validate(state, data)
+        if state.scheduler:
+            state.scheduler.step(stats["val_loss"])
+        row = {"epoch": state.epoch + 1, **{k: round(v, 5) for k, v in stats.items()},
+               "lr": state.optimizer.param_groups[0]["lr"], "seconds": round(time.time() - t0, 2)}
+        state.log.append(row)
+        if rt.rank == 0:
+            improved = stats["val_acc"] > state.best
+            state.best = max(state.best, stats["val_acc"])
+            if improved:
+                save_checkpoint(out / "best.pt", checkpoint_dict(state))
+            save_checkpoint(out / "last.pt", checkpoint_dict(state))
+            write_log(out, state.log)
+            print(" ".join(f"{k}={v}" for k, v in row.items()) + (" *" if improved else ""), flush=True)
+        state.epoch += 1
 
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     parent = load_checkpoint(args.init_from) if args.init_from else None  # (model, meta), on the CPU
-    args = resolve_settings(args, parent[1] if parent else None)
-    rank, world, device = setup_distributed(args.device)
-    if args.batch_size % world:
-        raise FerkitError(f"--batch-size {args.batch_size} must divide evenly over {world} ranks")
-    out = Path(args.out)
-    torch.manual_seed(args.seed + rank)
-    np.random.seed(args.seed)
-    random.seed(args.seed)
-    torch.backends.cudnn.benchmark = True
-
-    # data: everything on the device, uint8
-    meta = run_meta(args, parent[1] if parent else None)
-    train, targets_np, held_out = load_data(args, meta)
-    if args.subset:
-        train = train.subset(np.arange(min(args.subset, len(train))))
-        targets_np = targets_np[: len(train)]
-        held_out = {k: v.subset(np.arange(min(args.subset, len(v)))) for k, v in held_out.items()}
-    classes = train.classes
-    meta["classes"] = list(classes)
-    val_split, val = next(iter(held_out.items()))
-    cfg = input_config(meta)
-    images = faces_to_device(train.images, device, args.preprocess)
-    targets = torch.from_numpy(targets_np).to(device)
-    val_views = tta_tensor(val.images, args.eval_tta, device, args.preprocess)
-    val_labels = torch.from_numpy(val.labels).to(device)
-    w = class_weights(train.labels, len(classes))
-    weights = torch.from_numpy(w).to(device) if args.balance == "loss" else None
-    sample_p = torch.from_numpy(w[train.labels].astype(np.float64)) if args.balance == "sampler" else None
-
-    # model
-    model = build_model(args, classes, parent).to(device, memory_format=torch.channels_last)
-    teachers = [load_checkpoint(p)[0].to(device, memory_format=torch.channels_last) for p in args.distill or []]
-    optimizer = build_optimizer(model, args)
-    scheduler = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=3, min_lr=1e-6)
-                 if args.sched == "plateau" else None)
-
-    # resume
-    start_epoch, best, log = 0, -1.0, []
-    steps_per_epoch = max(1, len(train) // args.batch_size)
-    state = {"step": 0, "steps_per_epoch": steps_per_epoch, "total_steps": steps_per_epoch * args.epochs,
-             "warmup_steps": steps_per_epoch * args.warmup_epochs}
-    if (out / "last.pt").is_file() and not args.no_resume:
-        ckpt = torch.load(out / "last.pt", map_location=device, weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if scheduler and ckpt["scheduler"]:
-            scheduler.load_state_dict(ckpt["scheduler"])
-        start_epoch, best, log = ckpt["epoch"] + 1, ckpt["best_metric"], ckpt["log"]
-        state["step"] = start_epoch * steps_per_epoch
-        if rank == 0:
-            print(f"resuming {out / 'last.pt'} at epoch {start_epoch + 1}", flush=True)
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(model,
-                                                          device_ids=[device.index] if device.type == "cuda" else None)
-    if args.compile:
-        model = torch.compile(model)
-    generator = torch.Generator(device=device).manual_seed(args.seed * 7919 + rank + 104729 * start_epoch)
-
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        write_text(out / "args.json", json.dumps(vars(args), indent=1))
-        print(f"{args.arch}: {count_params(model):,} parameters | train {len(train)} faces, {val_split} {len(val)} | "
-              f"{args.recipe} recipe, {args.epochs} epochs, batch {args.batch_size} on {world} x {device.type}", flush=True)
-
-    started = time.time()
-    epoch = start_epoch
-    while epoch < args.epochs:  # a while loop: --time-limit may lower args.epochs on the way
-        t0 = time.time()
-        if args.time_limit and epoch == start_epoch + 2:
-            fit_epochs_to_time_limit(args, state, log[-1]["seconds"], epoch, time.time() - started, rank, world, device)
-        stats = train_one_epoch(model, teachers, optimizer, images, targets, sample_p, weights, args, cfg, epoch,
-                                state, device, rank, world, generator)
-        stats |= evaluate(model, val_views, val_labels, cfg, device, rank, world)
-        if scheduler:
-            scheduler.step(stats["val_loss"])
-        row = {"epoch": epoch + 1, **{k: round(v, 5) for k, v in stats.items()},
-               "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.time() - t0, 2)}
-        log.append(row)
-        if rank == 0:
-            improved = stats["val_acc"] > best
-            best = max(best, stats["val_acc"])
-            if improved:
-                save_checkpoint(out / "best.pt", model, optimizer, scheduler, epoch, best, args, meta, log)
-            save_checkpoint(out / "last.pt", model, optimizer, scheduler, epoch, best, args, meta, log)
-            write_log(out, log)
-            print(" ".join(f"{k}={v}" for k, v in row.items()) + (" *" if improved else ""), flush=True)
-        epoch += 1
-
-    if rank == 0:
-        write_text(out / "args.json", json.dumps(vars(args), indent=1))  # with the epochs actually run
-        plot_curves(out, log, val_split)
-        finish(out, args, held_out, device)
-    if world > 1:
-        dist.destroy_process_group()
+    cfg = resolve_settings(args, parent[1] if parent else None)
+    rt = setup_distributed(cfg.device)
+    if cfg.batch_size % rt.world:
+        raise FerkitError(f"--batch-size {cfg.batch_size} must divide evenly over {rt.world} ranks")
+    out = Path(cfg.out)
+    with RunLock(out) if rt.rank == 0 else contextlib.nullcontext():
+        try:
+            run(cfg, rt, parent, out)
+        finally:
+            if rt.world > 1:
+                dist.destroy_process_group()
     return 0
 
 
-def finish(out: Path, args, held_out: dict[str, FaceSet], device: torch.device) -> None:
+def run(cfg: TrainConfig, rt: Runtime, parent, out: Path) -> None:
+    if rt.rank == 0:
+        for stale in clean_stale_temps(out):
+            print(f"removed {stale}, left by a run killed while saving", flush=True)
+    state, data, held_out = setup(cfg, rt, parent)
+    if (out / "last.pt").is_file() and not cfg.no_resume:
+        resume(state, out / "last.pt")
+        if rt.rank == 0:
+            print(f"resuming {out / 'last.pt'} at epoch {state.epoch + 1}", flush=True)
+    wrap(state)
+    val_split = next(iter(held_out))
+    if rt.rank == 0:
+        write_text(out / "args.json", json.dumps(asdict(cfg), indent=1))
+        extras = [name for name in ("aux", "teacher") if name in data.blocks] + (["online teachers"] if data.teachers else [])
+        print(f"{cfg.arch}: {count_params(state.net.classifier):,} parameters | train {len(data.images)} faces, "
+              f"{val_split} {len(data.val_labels)} | {cfg.recipe} recipe, {cfg.epochs} epochs, batch {cfg.batch_size} "
+              f"on {rt.world} x {rt.device.type}" + (f" | {', '.join(extras)}" if extras else ""), flush=True)
+    fit(state, data, out, val_split)
+    if rt.rank == 0:
+        write_text(out / "args.json", json.dumps(asdict(cfg), indent=1))  # with the epochs actually run
+        plot_curves(out, state.log, val_split)
+        finish(out, cfg, held_out, rt.device)
+
+
+def finish(out: Path, cfg: TrainConfig, held_out: dict[str, FaceSet], device: torch.device) -> None:
     """Logits of the best epoch on every held-out split and TTA mode (logits.npz), the evaluation report of the
     validation split (<out>/report/) and the temperature fitted on it, stored in best.pt."""
     model, meta = load_checkpoint(out / "best.pt")
     model = model.to(device, memory_format=torch.channels_last)
-    cfg = input_config(meta)
     arrays: dict[str, np.ndarray] = {"classes": np.array(meta["classes"])}
     summary: dict[str, float | str] = {}
     for split, faces in held_out.items():
         arrays[f"{split}_labels"] = faces.labels
         for mode in TTA_MODES:
-            logits = predict_logits(model, tta_tensor(faces.images, mode, device, args.preprocess), cfg).cpu().numpy()
+            logits = predict_logits(model, tta_tensor(faces.images, mode, device, cfg.preprocess), meta).cpu().numpy()
             arrays[f"{split}_logits_{mode}"] = logits
             summary[f"{split}_acc_{mode}"] = float((logits.argmax(1) == faces.labels).mean())
     with atomic_path(out / "logits.npz") as tmp:
@@ -580,18 +850,17 @@ def finish(out: Path, args, held_out: dict[str, FaceSet], device: torch.device) 
 
     # Calibrated on the validation split itself: the only held-out faces a --data-folder run has.
     split = next(iter(held_out))
-    logits, labels = arrays[f"{split}_logits_{args.eval_tta}"], arrays[f"{split}_labels"]
+    logits, labels = arrays[f"{split}_logits_{cfg.eval_tta}"], arrays[f"{split}_labels"]
     evaluation_report(
-        None, labels, meta["classes"], out / "report", title=f"{meta['name']} on {split} (TTA {args.eval_tta})",
+        None, labels, meta["classes"], out / "report", title=f"{meta['name']} on {split} (TTA {cfg.eval_tta})",
         logits=logits, calibration_logits=logits, calibration_labels=labels, calibration_split=split,
-        extra={"model": str(out / "best.pt"), "arch": meta["arch"], "split": split, "tta": args.eval_tta,
+        extra={"model": str(out / "best.pt"), "arch": meta["arch"], "split": split, "tta": cfg.eval_tta,
                "settings": str(out / "args.json")})
     # The Recognizer predicts one view by default: its temperature is fitted on the logits without TTA.
     meta["temperature"] = fit_temperature(arrays[f"{split}_logits_none"], labels)
-    ckpt = torch.load(out / "best.pt", map_location="cpu", weights_only=False)
+    ckpt = read_checkpoint(out / "best.pt")
     ckpt["meta"] = meta
-    with atomic_path(out / "best.pt") as tmp:
-        torch.save(ckpt, tmp)
+    save_checkpoint(out / "best.pt", ckpt)
 
     summary |= {"temperature": meta["temperature"], "report": str(out / "report")}
     write_text(out / "summary.json", json.dumps(summary, indent=1))

@@ -272,14 +272,15 @@ def export_random_fastnet(path: Path, classes: tuple[str, ...], seed: int) -> Pa
     """A randomly initialised fastnet exported to ONNX with the ferkit metadata of docs/design.md."""
     torch = pytest.importorskip("torch")
     onnx = pytest.importorskip("onnx")
-    from ferkit.models import InputConfig, create_model
+    from ferkit.models import create_model
 
     torch.manual_seed(seed)
     model = create_model("fastnet", num_classes=len(classes)).eval()
     torch.onnx.export(model, torch.zeros(1, 1, 48, 48), path, input_names=["input"], output_names=["logits"],
                       dynamic_axes={"input": {0: "n"}, "logits": {0: "n"}}, dynamo=False)
-    meta = {"name": path.stem, "arch": "fastnet", "classes": list(classes), **InputConfig().to_dict(),
-            "preprocess": "none", "temperature": 1.0, "unsure_threshold": 0.4, "face_margin": 0.2}
+    meta = {"name": path.stem, "arch": "fastnet", "classes": list(classes), "input_size": 48, "channels": 1,
+            "mean": 0.5, "std": 0.25, "preprocess": "none", "temperature": 1.0, "unsure_threshold": 0.4,
+            "face_margin": 0.2}
     proto = onnx.load(path)
     proto.metadata_props.append(onnx.StringStringEntryProto(key="ferkit", value=json.dumps(meta)))
     onnx.save(proto, path)

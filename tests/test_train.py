@@ -17,7 +17,7 @@ import torch
 from scipy.special import log_softmax
 
 import ferkit
-import ferkit.export
+import ferkit.checkpoint
 from ferkit.calibration import fit_temperature
 from ferkit.data import FaceSet, load_split
 from ferkit.errors import DataError, FerkitError, ModelError
@@ -28,8 +28,8 @@ from ferkit.fileio import sha256_of
 from ferkit.labels import EMOTIONS
 from ferkit.models import create_model
 from ferkit.settings import WEIGHTS_DIR
-from ferkit.train import (class_weights, fit_epochs_to_time_limit, get_args_parser, load_data, one_hot,
-                          replace_head, resolve_settings, run_meta, stratified_split)
+from ferkit.train import (Runtime, TrainConfig, class_weights, fit_epochs_to_time_limit, get_args_parser, load_data,
+                          one_hot, replace_head, resolve_settings, run_meta, stratified_split)
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBSET = 256  # faces of Training and of PublicTest in the smoke run
@@ -237,8 +237,8 @@ def test_replace_head_keeps_the_rows_of_known_classes():
 
 def bundle(tmp_path: Path, monkeypatch, entry: dict) -> None:
     """A weights folder at ``tmp_path`` whose manifest lists ``mine`` as ``entry``."""
-    monkeypatch.setattr(ferkit.export, "WEIGHTS_DIR", tmp_path)
-    monkeypatch.setattr(ferkit.export, "read_manifest", lambda: {"models": {"mine": entry}})
+    monkeypatch.setattr(ferkit.checkpoint, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(ferkit.checkpoint, "read_manifest", lambda: {"models": {"mine": entry}})
 
 
 def test_bundled_checkpoint_is_checksum_verified(tmp_path, monkeypatch):
@@ -292,15 +292,15 @@ def test_fine_tuned_meta_inherits_how_faces_are_framed():
 
 
 def test_time_limit_lowers_the_epochs():
-    args = argparse.Namespace(time_limit=100.0, epochs=50)
-    state = {"steps_per_epoch": 10, "total_steps": 500}
+    args = TrainConfig(time_limit=100.0, epochs=50)
+    rt = Runtime(0, 1, torch.device("cpu"))
     # after 2 epochs of 10 s: 100 s - 15 % reserve - 20 s elapsed leaves room for 6 more
-    fit_epochs_to_time_limit(args, state, 10.0, 2, 20.0, 0, 1, "cpu")
-    assert args.epochs == 8 and state["total_steps"] == 80
-    fit_epochs_to_time_limit(args, state, 10.0, 2, 95.0, 0, 1, "cpu")
+    fit_epochs_to_time_limit(args, 10.0, 2, 20.0, rt)
+    assert args.epochs == 8
+    fit_epochs_to_time_limit(args, 10.0, 2, 95.0, rt)
     assert args.epochs == 3  # out of time: still finishes the epoch it is in
-    roomy = argparse.Namespace(time_limit=1e6, epochs=5)
-    fit_epochs_to_time_limit(roomy, {"steps_per_epoch": 10, "total_steps": 50}, 10.0, 2, 20.0, 0, 1, "cpu")
+    roomy = TrainConfig(time_limit=1e6, epochs=5)
+    fit_epochs_to_time_limit(roomy, 10.0, 2, 20.0, rt)
     assert roomy.epochs == 5  # never raised
 
 

@@ -2,32 +2,24 @@
 set -u
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 FERKIT_DATA=${FERKIT_DATA:-$PWD/.gpudata} FERKIT_CACHE=/tmp/ferkit-cache
 SPLITS=${SPLITS:-Training PublicTest PrivateTest}
-RUNS=/tmp/runs
+RUNS=${RUNS:-/tmp/runs}
 mkdir -p "$RUNS"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, numpy, cv2; print('torch', torch.__version__, 'numpy', numpy.__version__, 'cv2', cv2.__version__)"
 python3 -c "import sys; from ferkit.data import load_split; [load_split(s) for s in sys.argv[1:]]" $SPLITS
 
 PIDS=()
-# job NAME LIMIT_SECONDS ARGS...: one training run in the background, its log beside its folder.
+# job NAME LIMIT_SECONDS ARGS...: one training run in the background, its log beside its folder ($EXTRA:
+# more options for every run, e.g. EXTRA="--subset 256 --epochs 1" for a smoke test of a script).
 job() {
   local name=$1 limit=$2; shift 2
-  timeout "$limit" python3 -m ferkit.train --out "$RUNS/$name" --name "$name" "$@" > "$RUNS/$name.log" 2>&1 &
+  timeout "$limit" python3 -m ferkit.train --out "$RUNS/$name" --name "$name" "$@" ${EXTRA:-} > "$RUNS/$name.log" 2>&1 &
   PIDS+=($!)
 }
 wait_all() { for p in "${PIDS[@]}"; do wait "$p"; done; PIDS=(); }
 
 # pack_weights: every run's best.pt as weights.pt: float16 weights and metadata, no optimiser state.
-pack_weights() {
-  python3 - "$RUNS" <<'PY'
-import sys, torch, pathlib
-for best in pathlib.Path(sys.argv[1]).glob("*/best.pt"):
-    ck = torch.load(best, map_location="cpu", weights_only=False)
-    small = {k: ck[k] for k in ("arch", "model_kwargs", "meta", "epoch", "best_metric", "args", "log")}
-    small["model"] = {k: (v.half() if v.is_floating_point() else v) for k, v in ck["model"].items()}
-    torch.save(small, best.with_name("weights.pt"))
-PY
-}
+pack_weights() { python3 scripts/gpu/pack_runs.py "$RUNS"; }
 
 # pack OUTNAME: small files of every run (not last.pt), checkpoints as float16 weights only.
 pack() {
@@ -36,13 +28,14 @@ pack() {
   ls -la "$OUT"
 }
 
-# pack_each: logs.tgz with every run's small files, then one <run>.tgz per run with weights.pt + logits.
+# pack_each: logs.tgz with every run's small files (and any teacher .npz), then one <run>.tgz per run
+# with weights.pt + logits.npz.
 pack_each() {
   pack_weights
-  (cd "$RUNS" && tar czf "$OUT/logs.tgz" --exclude='*.pt' --exclude='*.npz' .)
+  (cd "$RUNS" && tar czf "$OUT/logs.tgz" --exclude='*.pt' --exclude='*/logits.npz' .)
   for d in "$RUNS"/*/; do
     n=$(basename "$d")
-    [ -f "$d/weights.pt" ] && [ "$n" != vgg_pre ] && (cd "$RUNS" && tar czf "$OUT/$n.tgz" "$n/weights.pt" "$n/logits.npz")
+    [ -f "$d/weights.pt" ] && (cd "$RUNS" && tar czf "$OUT/$n.tgz" "$n/weights.pt" "$n/logits.npz")
   done
   ls -la "$OUT"
 }

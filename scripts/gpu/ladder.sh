@@ -1,0 +1,50 @@
+# The FER2013 accuracy ladder (issue 12), one stage per GPU call of < 10 minutes; each stage leaves all
+# it made in /tmp/runs and packs it into $OUT (one archive per run: float16 weights + logits; logs.tgz
+# with every run's small files and the teacher file). Run from the repository root, data in .gpudata/:
+#
+#   bash scripts/gpu/ladder.sh gen1              # 6 diverse runs (VGG seeds, a mixup variant, ResNet-18),
+#                                                # all with the FER+ auxiliary head; then their ensemble's
+#                                                # flip-TTA probabilities -> teacher.npz
+#   bash scripts/gpu/ladder.sh gen2 TEACHER.npz  # students distilled from teacher.npz: 3 VGGs ("born
+#                                                # again") and 3 CPU-sized nets (fastnet, mobile, mobile_deep)
+#
+# T (seconds, default 520) is each run's --time-limit; the runs share the GPU, so the epochs follow.
+# Ensembles and reports are then made on the CPU from the logits (python -m benchmarks.bench_accuracy).
+set -u
+STAGE=${1:?usage: ladder.sh gen1 | gen2 TEACHER.npz}
+T=${T:-520}
+GPU_CALL="T=$T bash scripts/gpu/ladder.sh $*"
+RUNS=/tmp/runs/$STAGE  # a warm machine keeps /tmp between calls: each stage packs only its own runs
+rm -rf "$RUNS"
+source scripts/gpu/common.sh
+
+if [ "$STAGE" = gen1 ]; then
+  job g1_vgg_s0 $((T + 40)) --arch vgg --epochs 150 --time-limit $T --seed 0
+  job g1_vgg_s1 $((T + 40)) --arch vgg --epochs 150 --time-limit $T --seed 1
+  job g1_vgg_s2 $((T + 40)) --arch vgg --epochs 150 --time-limit $T --seed 2
+  job g1_vgg_mix $((T + 40)) --arch vgg --epochs 150 --time-limit $T --seed 3 --mixup-alpha 0.5
+  job g1_vgg_nols $((T + 40)) --arch vgg --epochs 150 --time-limit $T --seed 4 --label-smoothing 0
+  job g1_resnet $((T + 40)) --arch resnet18 --epochs 150 --time-limit $T --seed 5
+  wait_all
+  grep -h "^summary\|time limit" $RUNS/*.log
+  MEMBERS=$(for d in $RUNS/g1_*/; do [ -f "$d/logits.npz" ] && echo "$d"; done)  # the runs that finished
+  timeout 90 python3 -m ferkit ensemble $MEMBERS --tta flip --out $RUNS/teacher.npz 2>&1 | tee $RUNS/ensemble.log
+  cp $RUNS/teacher.npz "$OUT/"
+elif [ "$STAGE" = gen2 ]; then
+  TEACHER=${2:?gen2 needs the teacher file of gen1}
+  cp "$TEACHER" $RUNS/teacher.npz
+  KD="--teacher-probs $RUNS/teacher.npz"
+  job g2_vgg_a $((T + 40)) --arch vgg --epochs 150 --time-limit $T --seed 10 $KD --distill-weight 0.7 --distill-temp 1
+  job g2_vgg_b $((T + 40)) --arch vgg --epochs 150 --time-limit $T --seed 11 $KD --distill-weight 0.7 --distill-temp 2
+  job g2_vgg_c $((T + 40)) --arch vgg --epochs 150 --time-limit $T --seed 12 $KD --distill-weight 0.5 --distill-temp 1
+  job g2_fastnet $((T + 40)) --arch fastnet --epochs 300 --time-limit $T --seed 13 $KD --distill-temp 2
+  job g2_mobile $((T + 40)) --arch mobile --epochs 300 --time-limit $T --seed 14 $KD --distill-temp 2
+  job g2_mobile_deep $((T + 40)) --arch mobile_deep --epochs 300 --time-limit $T --seed 15 $KD --distill-temp 2
+  wait_all
+  grep -h "^summary\|time limit" $RUNS/*.log
+else
+  echo "unknown stage $STAGE: gen1 or gen2" >&2
+  exit 2
+fi
+for d in $RUNS/*/; do echo "$GPU_CALL" > "$d/gpu_call.txt"; done
+pack_each
