@@ -20,9 +20,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ferkit.faces import (MIN_FACE_PX, YUNET_FACE_PX, YUNET_MIN_SCORE, HaarDetector, YuNetDetector, bundled_file,
-                          crop_face, pass_sides)
+from ferkit.faces import MIN_FACE_PX, YUNET_FACE_PX, YUNET_MIN_SCORE, HaarDetector, YuNetDetector, crop_face, pass_sides
 from ferkit.fileio import write_text
+from ferkit.weights import bundled_file
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_PHOTOS = ROOT.parent.parent / "shared" / "data" / "photos"

@@ -38,9 +38,11 @@ import torch
 
 from ferkit.export import default_meta, export_onnx
 from ferkit.fileio import write_text
-from ferkit.infer import Recognizer, load, open_session, read_image, resolve_model, session_meta
+from ferkit.images import read_image
+from ferkit.infer import Recognizer, load, open_session, session_meta
 from ferkit.models import count_params, create_model, list_models
 from ferkit.preprocess import to_model_input
+from ferkit.weights import resolve_model
 
 ROOT = Path(__file__).resolve().parent
 PHOTO = ROOT.parent.parent / "shared" / "data" / "photos" / "single_happy_astronaut.jpg"

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .errors import ModelError
-from .faces import check_sha256, read_manifest
+from .weights import check_sha256, read_manifest
 from .fileio import atomic_path
 from .meta import check_meta
 from .models import create_model

@@ -1,7 +1,7 @@
 """FER2013 and FER+ data: read straight from the shipped tars, cached as .npz after the first decode.
 
-Also reads a user's own data in the two shapes people have: the Kaggle ``fer2013.csv`` and image
-folders ``<root>/<class>/*.png|jpg``.
+A user's own data (the Kaggle ``fer2013.csv``, image folders ``<root>/<class>/``) is read by
+``ferkit.userdata`` into the same ``FaceSet``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from .settings import cache_dir, data_dir
 
 IMAGE_SIZE = 48
 FERPLUS_CSV = "fer2013new.csv"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 _FIX_HINT = "set FERKIT_DATA or pass --data to the folder that holds Training.tar.gz, PublicTest.tar.gz, PrivateTest.tar.gz"
 
 
@@ -128,10 +127,6 @@ def load_split(split: str, data: str | Path | None = None, cache: bool = True) -
     return FaceSet(images, labels, EMOTIONS, rows)
 
 
-def load_fer2013(data: str | Path | None = None) -> dict[str, FaceSet]:
-    return {split: load_split(split, data) for split in SPLITS}
-
-
 # --- FER+ -------------------------------------------------------------------------------------
 
 
@@ -195,70 +190,6 @@ def ferplus_votes_as_fer2013(votes: np.ndarray) -> np.ndarray:
     seven = votes[:, : len(EMOTIONS)]
     total = seven.sum(axis=1, keepdims=True)
     return np.divide(seven, total, out=np.full_like(seven, 1.0 / len(EMOTIONS)), where=total > 0)
-
-
-# --- a user's own data -----------------------------------------------------------------------
-
-
-def read_kaggle_csv(path: str | Path) -> dict[str, FaceSet]:
-    """Read the Kaggle ``fer2013.csv`` (emotion,pixels,Usage) into its splits."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"CSV not found: {path}")
-    by_split: dict[str, tuple[list, list, list]] = {}
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"emotion", "pixels"} <= set(reader.fieldnames):
-            raise DataError(f"{path} is not a FER2013 CSV: it needs the columns emotion,pixels[,Usage]")
-        for row_no, rec in enumerate(reader):
-            try:
-                pixels = np.array(rec["pixels"].split(), np.uint8)
-                label = int(rec["emotion"])
-            except (ValueError, AttributeError) as e:
-                raise DataError(f"{path}:{row_no + 2}: bad emotion or pixels ({e})") from e
-            if pixels.size != IMAGE_SIZE * IMAGE_SIZE or not 0 <= label < len(EMOTIONS):
-                raise DataError(f"{path}:{row_no + 2}: expected 2304 pixels and emotion 0-6")
-            images, labels, rows = by_split.setdefault(rec.get("Usage") or "Training", ([], [], []))
-            images.append(pixels.reshape(IMAGE_SIZE, IMAGE_SIZE))
-            labels.append(label)
-            rows.append(row_no)
-    return {
-        split: FaceSet(np.stack(images), np.array(labels, np.int64), EMOTIONS, np.array(rows, np.int64))
-        for split, (images, labels, rows) in by_split.items()
-    }
-
-
-def list_image_folder(root: str | Path) -> tuple[list[Path], list[int], tuple[str, ...]]:
-    """Image paths and class indices under ``root/<class>/``; classes are the sub-folder names.
-
-    Folders named like our emotions keep the canonical order; other names follow, sorted.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"image folder not found: {root}")
-    names = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    known = [c for c in (*EMOTIONS, "contempt") if c in names]
-    classes = tuple(known + [n for n in names if n not in known])
-    paths, labels = [], []
-    for index, name in enumerate(classes):
-        for p in sorted((root / name).rglob("*")):
-            if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
-                paths.append(p)
-                labels.append(index)
-    if not paths:
-        raise DataError(f"no images found under {root}/<class>/ (looked for {', '.join(IMAGE_SUFFIXES)})")
-    return paths, labels, classes
-
-
-def read_image_folder(root: str | Path, size: int = IMAGE_SIZE) -> FaceSet:
-    """Already-cropped faces in ``root/<class>/*``, resized to ``size`` grayscale. Bad files raise DataError."""
-    paths, labels, classes = list_image_folder(root)
-    images = []
-    for p in paths:
-        image = decode_gray(p.read_bytes(), str(p))
-        images.append(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA))
-    return FaceSet(np.stack(images), np.array(labels, np.int64), classes, np.full(len(paths), -1), None,
-                   [str(p) for p in paths])
 
 
 def class_table(faces: FaceSet) -> list[tuple[str, int, float]]:

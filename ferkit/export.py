@@ -21,13 +21,15 @@ import numpy as np
 import onnx
 import torch
 
+from .calibration import softmax
 from .checkpoint import load_checkpoint, resolve_checkpoint  # noqa: F401 (re-exported: ferkit.export is their old home)
 from .errors import ModelError
 from .fileio import sha256_of, write_bytes, write_text
-from .infer import META_PROPERTY, open_session, session_meta, softmax
+from .infer import META_PROPERTY, open_session, session_meta
 from .labels import SPLITS
 from .meta import check_meta, default_meta  # noqa: F401
 from .preprocess import to_model_input
+from .weights import sidecar_path
 
 MAX_PROB_DIFF = 1e-4   # max |softmax(PyTorch) - softmax(ONNX Runtime)| an export may show
 OPSET = 17
@@ -63,10 +65,6 @@ def export_onnx(checkpoint_path_or_model: str | os.PathLike | torch.nn.Module, o
     write_bytes(out_path, proto.SerializeToString())
     write_text(sidecar_path(out_path), f"{sha256_of(out_path)}  {out_path.name}\n")
     return out_path
-
-
-def sidecar_path(model_path: Path) -> Path:
-    return model_path.with_name(model_path.name + ".sha256")
 
 
 def verify_onnx(model: torch.nn.Module, onnx_path: str | os.PathLike, faces: np.ndarray, meta: dict,

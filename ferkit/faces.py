@@ -17,9 +17,7 @@ from the forehead to the chin, eyes level, 48x48.
 
 from __future__ import annotations
 
-import json
 import math
-import sys
 import threading
 import warnings
 from dataclasses import dataclass
@@ -29,14 +27,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .data import FaceSet, list_image_folder
-from .errors import DataError, ImageError, ModelError
-from .fileio import sha256_of
+from .errors import ImageError, ModelError
+from .images import to_gray
 from .meta import DEFAULT_MARGIN
-from .settings import WEIGHTS_DIR
+from .weights import bundled_file
 
 DETECTORS = ("auto", "yunet", "haar")
-MANIFEST = WEIGHTS_DIR / "manifest.json"
 YUNET_FACE_PX = (28, 400)   # face side (px at YuNet's input): found 88 % at 28, >= 92 % from 32 to 420 (docs/faces.md)
 YUNET_COARSE_SIDE = 320     # long side (px) of the pass for the large faces
 YUNET_MAX_SIDE = 1280       # the fine pass never runs on a larger image; images are never upscaled
@@ -46,6 +42,7 @@ NMS_IOU = 0.3               # boxes of the two passes overlapping more than this
 HAAR_MAX_SIDE = 640         # Haar's cost grows with the pixel count; it runs on a copy capped at this
 HAAR_MIN_FACE = 24          # px at the capped size
 FACE_SIZE = 48
+FACE_IMAGE_MAX = 64         # px; an image this small on both sides is taken as one pre-cropped face
 
 
 @dataclass(frozen=True)
@@ -62,41 +59,39 @@ class Detection:
     landmarks: np.ndarray | None = None
 
 
-# --- shipped weights --------------------------------------------------------------------------
-
-
-def read_manifest() -> dict:
-    """``weights/manifest.json``: ``{"models": {name: entry}, "detectors": {name: entry}}``."""
-    try:
-        return json.loads(MANIFEST.read_text())
-    except (OSError, ValueError) as e:
-        raise ModelError(f"cannot read the weights manifest {MANIFEST}: {e}; reinstall ferkit") from e
-
-
-def check_sha256(path: Path, expected: str, what: str) -> None:
-    """Raise ModelError unless the file's SHA-256 is ``expected``."""
-    actual = sha256_of(path)
-    if actual != expected.lower():
-        raise ModelError(
-            f"checksum mismatch for {what} ({path}): expected {expected}, got {actual}; "
-            "the file is corrupt, reinstall ferkit or re-export"
-        )
-
-
-def bundled_file(kind: str, name: str) -> Path:
-    """Path of a shipped file listed in the manifest under ``kind`` ("models" / "detectors"), checksum verified."""
-    entries = read_manifest().get(kind, {})
-    if name not in entries:
-        raise ModelError(f"no bundled {kind[:-1]} named {name!r} in {MANIFEST} (known: {', '.join(entries) or 'none'})")
-    entry = entries[name]
-    path = WEIGHTS_DIR / entry["file"]
-    if not path.is_file():
-        raise ModelError(f"bundled {kind[:-1]} {name!r} is missing: {path} not found; reinstall ferkit")
-    check_sha256(path, entry["sha256"], f"{kind[:-1]} {name!r}")
-    return path
-
-
 # --- detectors --------------------------------------------------------------------------------
+
+
+def work_side(face_size: int = FACE_SIZE) -> int:
+    """The largest image side worth converting for faces cropped to ``face_size`` px.
+
+    At it, the smallest face that YuNet's capped fine pass (or Haar's 640-px copy) can find still
+    spans ``face_size`` px, so a larger copy of the image would give no crop more detail.
+    """
+    return math.ceil(YUNET_MAX_SIDE * face_size / YUNET_FACE_PX[0])
+
+
+class FaceDetector:
+    """A callable BGR uint8 image -> list[Detection], known by its name in ``DETECTORS``.
+
+    It compares equal to that name, so ``recognizer.detector == "haar"`` reads as it did when the
+    recognizer held the name instead of the detector.
+    """
+
+    name = ""
+
+    def __call__(self, image_bgr: np.ndarray) -> list[Detection]:
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):
+            return other == self.name
+        return other is self
+
+    __hash__ = object.__hash__
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
 
 
 def _scaled(image: np.ndarray, long_side: int) -> tuple[np.ndarray, float]:
@@ -132,13 +127,15 @@ def pass_sides(long_side: int, min_face: int = MIN_FACE_PX) -> tuple[int, ...]:
     return (fine, coarse)
 
 
-class YuNetDetector:
+class YuNetDetector(FaceDetector):
     """YuNet at the sides of ``pass_sides`` (or at fixed ``scales``); boxes of all passes merged with NMS.
 
     Each pass has its own ``cv2.FaceDetectorYN``: changing a detector's input size makes OpenCV
     re-allocate the network, which cost more than the pass itself when one detector alternated
     between two sizes (docs/faces.md).
     """
+
+    name = "yunet"
 
     def __init__(self, model_path: Path, min_score: float = YUNET_MIN_SCORE, min_face: int = MIN_FACE_PX,
                  scales: tuple[int, ...] | None = None):
@@ -186,8 +183,10 @@ class YuNetDetector:
         return found
 
 
-class HaarDetector:
+class HaarDetector(FaceDetector):
     """OpenCV's frontal-face Haar cascade (scaleFactor 1.1, minNeighbors 5) on a copy capped at 640 px."""
+
+    name = "haar"
 
     def __init__(self):
         path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
@@ -196,7 +195,7 @@ class HaarDetector:
             raise ModelError(f"OpenCV's Haar cascade {path} is missing or unreadable; reinstall opencv-python-headless 4.x")
 
     def __call__(self, image_bgr: np.ndarray) -> list[Detection]:
-        gray = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY) if image_bgr.ndim == 3 else image_bgr
+        gray = to_gray(image_bgr)
         small, factor = _scaled(gray, HAAR_MAX_SIDE)
         boxes = self._cascade.detectMultiScale(small, scaleFactor=1.1, minNeighbors=5,
                                                minSize=(HAAR_MIN_FACE, HAAR_MIN_FACE))
@@ -210,7 +209,7 @@ def has_yunet() -> bool:
 
 
 @lru_cache(maxsize=None)
-def get_detector(name: str = "auto", min_score: float = YUNET_MIN_SCORE):
+def get_detector(name: str = "auto", min_score: float = YUNET_MIN_SCORE) -> FaceDetector:
     """A ready detector, built once per (name, min_score): a callable BGR image -> list[Detection]."""
     if name not in DETECTORS:
         raise ValueError(f"unknown face detector {name!r}; choose one of {', '.join(DETECTORS)}")
@@ -225,11 +224,12 @@ def get_detector(name: str = "auto", min_score: float = YUNET_MIN_SCORE):
     return YuNetDetector(bundled_file("detectors", "yunet"), min_score=min_score)
 
 
-def detect_faces(image_bgr: np.ndarray, detector: str = "auto", min_score: float = YUNET_MIN_SCORE) -> list[Detection]:
-    """Faces in a BGR (or gray) uint8 image, left to right; no face -> []."""
+def detect_faces(image_bgr: np.ndarray, detector: str | FaceDetector = "auto",
+                 min_score: float = YUNET_MIN_SCORE) -> list[Detection]:
+    """Faces in a BGR (or gray) uint8 image, left to right; no face -> []. ``detector``: a name or a detector."""
     if image_bgr.ndim == 2:
         image_bgr = cv2.cvtColor(image_bgr, cv2.COLOR_GRAY2BGR)
-    found = get_detector(detector, min_score)(image_bgr)
+    found = (detector if isinstance(detector, FaceDetector) else get_detector(detector, min_score))(image_bgr)
     return sorted(found, key=lambda d: (d.box[0], d.box[1]))
 
 
@@ -252,7 +252,7 @@ def crop_face(image: np.ndarray, detection: Detection, size: int = FACE_SIZE, ma
     eyes are level when ``align`` and the detection has landmarks, resized with INTER_AREA. Parts
     of the square outside the image are filled by edge replication.
     """
-    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    gray = to_gray(image)
     x, y, w, h = detection.box
     side = max(w, h) * (1.0 + margin)
     if side < 1:
@@ -267,53 +267,3 @@ def crop_face(image: np.ndarray, detection: Detection, size: int = FACE_SIZE, ma
     if out == size:
         return square
     return cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA if out > size else cv2.INTER_LINEAR)
-
-
-# --- a user's folder of labelled photos ---------------------------------------------------------
-
-
-def largest_face(image_bgr: np.ndarray, detector: str = "auto") -> Detection | None:
-    found = detect_faces(image_bgr, detector)
-    return max(found, key=lambda d: d.box[2] * d.box[3]) if found else None
-
-
-def load_face_folder(root: str | Path, size: int = FACE_SIZE, margin: float = DEFAULT_MARGIN,
-                     detector: str = "auto") -> FaceSet:
-    """Faces of ``root/<class>/*`` images, cropped as at inference; classes are the sub-folder names.
-
-    An image of at most 64 px a side is taken as an already-cropped face; in larger ones the
-    largest detected face is cropped. Unreadable and face-less images are skipped with one
-    warning line each on stderr; DataError when a class is left with no face.
-    """
-    from tqdm import tqdm
-
-    from .infer import FACE_IMAGE_MAX, read_image  # infer imports this module
-
-    paths, labels, classes = list_image_folder(root)
-    faces, kept_labels, kept_paths = [], [], []
-    for path, label in zip(tqdm(paths, desc="reading faces", unit="image", file=sys.stderr, leave=False,
-                                disable=None), labels):
-        try:
-            image = read_image(path)
-        except ImageError as e:
-            tqdm.write(f"ferkit: skipped {e}", file=sys.stderr)
-            continue
-        if max(image.shape[:2]) <= FACE_IMAGE_MAX:
-            gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-            face = cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA)
-        else:
-            detection = largest_face(image, detector)
-            if detection is None:
-                tqdm.write(f"ferkit: skipped {path}: no face found", file=sys.stderr)
-                continue
-            face = crop_face(image, detection, size, margin)
-        faces.append(face)
-        kept_labels.append(label)
-        kept_paths.append(str(path))
-    found = np.bincount(np.array(kept_labels, np.int64), minlength=len(classes))
-    empty = [f"{Path(root) / c}/" for c, n in zip(classes, found) if n == 0]
-    if empty:
-        raise DataError(f"no usable face image in {', '.join(empty)} ({len(paths) - len(kept_paths)} of "
-                        f"{len(paths)} images skipped): add face photos there or remove the folder")
-    return FaceSet(np.stack(faces), np.array(kept_labels, np.int64), classes, np.full(len(faces), -1), None,
-                   kept_paths)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -28,11 +28,10 @@ import numpy as np
 
 from .errors import FerkitError, ImageError, ModelError
 from .fileio import atomic_path
+from .images import as_uint8_image, read_image_file, to_gray
 from .meta import PREPROCESS_MODES
 
 STAGES = ("original", "resized", "blurred", "sharpened", "denoised", "edges_original", "edges_processed")
-# Decoding flags: any bit depth and colour layout, EXIF orientation honoured (IMREAD_UNCHANGED ignores it).
-_DECODE_FLAGS = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH
 
 
 @dataclass(frozen=True)
@@ -62,65 +61,8 @@ class ReportParams:
         if self.canny_low < 0 or self.canny_high < 0:
             raise ValueError(f"Canny thresholds must be >= 0, got {self.canny_low} and {self.canny_high}")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 REPORT = ReportParams()
-
-
-# --- images in ---------------------------------------------------------------------------------
-
-
-def as_uint8_image(image: np.ndarray, where: str = "image") -> np.ndarray:
-    """Any 2-D or (H, W, 1|3|4) array as uint8 gray (H, W) or BGR (H, W, 3); ImageError when unusable.
-
-    16-bit is scaled to 8-bit, floats are taken as [0, 1] when their maximum is <= 1 (else [0, 255]),
-    an alpha channel is dropped.
-    """
-    if not isinstance(image, np.ndarray):
-        raise ImageError(f"{where}: expected a numpy array, got {type(image).__name__}")
-    if image.size == 0:
-        raise ImageError(f"{where} is empty (shape {image.shape})")
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
-        raise ImageError(f"{where}: expected a gray (H, W) or colour (H, W, 3|4) image, got shape {image.shape}")
-    if image.dtype == np.uint8:
-        pass
-    elif image.dtype == np.uint16:
-        image = np.round(image / 257.0).astype(np.uint8)
-    elif image.dtype == np.bool_:
-        image = image.astype(np.uint8) * 255
-    elif np.issubdtype(image.dtype, np.number) and not np.iscomplexobj(image):
-        if not np.isfinite(image).all():
-            raise ImageError(f"{where} holds NaN or infinite values")
-        scale = 255.0 if np.issubdtype(image.dtype, np.floating) and image.max() <= 1.0 else 1.0
-        image = np.clip(np.round(image * scale), 0, 255).astype(np.uint8)
-    else:
-        raise ImageError(f"{where}: unsupported pixel type {image.dtype}")
-    if image.ndim == 3 and image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    return np.ascontiguousarray(image)
-
-
-def read_image_file(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file (8/16-bit, gray, colour or with alpha) to uint8 gray or BGR."""
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"image not found: {path}" if not path.exists() else f"not a file: {path}")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ImageError(f"cannot read {path}: {e.strerror or e}") from e
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), _DECODE_FLAGS) if data else None
-    if image is None:
-        raise ImageError(f"cannot decode {path}: the file is empty, corrupt or not an image")
-    return as_uint8_image(image, str(path))
-
-
-def to_gray(image: np.ndarray) -> np.ndarray:
-    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
 
 
 # --- the report's steps ---------------------------------------------------------------------
@@ -185,7 +127,7 @@ def apply_report_preprocessing(face: np.ndarray, params: ReportParams = REPORT) 
 # --- faces -> model input -----------------------------------------------------------------
 
 
-def _face_stack(faces: np.ndarray | Sequence[np.ndarray], size: int) -> np.ndarray:
+def face_stack(faces: np.ndarray | Sequence[np.ndarray], size: int) -> np.ndarray:
     """(N, size, size) uint8 from a stack or a list of 2-D uint8 faces, resized with INTER_AREA where needed."""
     is_stack = isinstance(faces, np.ndarray) and faces.dtype == np.uint8 and faces.ndim == 3
     if is_stack and faces.shape[1:] == (size, size):
@@ -212,7 +154,7 @@ def to_model_input(faces: np.ndarray | Sequence[np.ndarray], meta: dict) -> np.n
         size, mean, std = int(meta["input_size"]), float(meta["mean"]), float(meta["std"])
     except (KeyError, TypeError, ValueError) as e:
         raise ModelError(f"model metadata lacks a usable input_size/mean/std ({e!r})") from e
-    stack = _face_stack(faces, size)
+    stack = face_stack(faces, size)
     if mode == "report":
         stack = np.stack([apply_report_preprocessing(f) for f in stack]) if len(stack) else stack
     x = stack.astype(np.float32) * np.float32(1.0 / 255.0)

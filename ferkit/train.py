@@ -47,7 +47,6 @@ from .data import (FERPLUS_CSV, FaceSet, ferplus_votes_as_fer2013, load_ferplus_
 from .ensemble import read_ensemble_file
 from .errors import DataError, FerkitError, ModelError
 from .evaluate import evaluation_report
-from .faces import load_face_folder
 from .fileio import atomic_path, write_text
 from .labels import EMOTIONS, FERPLUS_EMOTIONS
 from .meta import default_meta
@@ -55,6 +54,7 @@ from .models import count_params, create_model, list_models
 from .settings import data_dir
 from .torch_infer import faces_to_device, normalise, predict_logits, tta_tensor
 from .tta import TTA_MODES
+from .userdata import load_face_folder
 
 # Settings each recipe fills in where the command line leaves them unset.
 RECIPES: dict[str, dict] = {

@@ -24,9 +24,11 @@ import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from .draw import draw_faces, plot_colour
 from .errors import VideoError
 from .fileio import atomic_open, atomic_path
-from .infer import EMOTION_COLOURS, FONT, OTHER_COLOUR, FaceResult, Recognizer, draw_face
+from .infer import Recognizer
+from .results import FACE_ROW_FIELDS, FaceResult, face_result
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 MIN_IOU = 0.3            # a detection continues a track only when their boxes overlap at least this much
@@ -35,7 +37,7 @@ FALLBACK_FPS = 30.0      # when the container (or a webcam) reports no usable fr
 MIN_DECODED = 0.9        # a file that decodes fewer than this share of its declared frames is corrupt
 MAX_PLOTTED_TRACKS = 12  # the timeline shows the longest tracks, one subplot each
 AV_LOG_QUIET = "-8"      # FFmpeg's log level that prints nothing
-CSV_FIELDS = ("frame", "time_s", "track", "x", "y", "w", "h", "label", "confidence")
+CSV_FIELDS = ("frame", "time_s", "track", *FACE_ROW_FIELDS)  # then one column per class
 
 Box = tuple[int, int, int, int]
 Progress = Callable[[int, int | None], None]
@@ -48,22 +50,33 @@ def is_video(path: str | os.PathLike) -> bool:
 
 @dataclass
 class FrameRow:
-    """One face in one processed frame; ``probabilities`` (C,) are the track's smoothed ones."""
+    """One face in one processed frame: its track, and the track's state as a FaceResult (smoothed probabilities)."""
 
     frame: int
     time_s: float
     track: int
-    box: Box
-    label: str
-    confidence: float
-    probabilities: np.ndarray
+    face: FaceResult
 
-    def to_dict(self, classes: tuple[str, ...]) -> dict:
-        x, y, w, h = self.box
-        row = {"frame": self.frame, "time_s": round(self.time_s, 4), "track": self.track, "x": x, "y": y, "w": w,
-               "h": h, "label": self.label, "confidence": round(self.confidence, 4)}
-        row.update({c: round(float(p), 4) for c, p in zip(classes, self.probabilities)})
-        return row
+    @property
+    def box(self) -> Box:
+        return self.face.box
+
+    @property
+    def label(self) -> str:
+        return self.face.label
+
+    @property
+    def confidence(self) -> float:
+        return self.face.confidence
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """(C,) smoothed probabilities, in the model's class order."""
+        return np.fromiter(self.face.probabilities.values(), np.float64, len(self.face.probabilities))
+
+    def to_dict(self) -> dict:
+        """One timeline row: frame, time_s, track, then the face's row (``FaceResult.to_row``)."""
+        return {"frame": self.frame, "time_s": round(self.time_s, 4), "track": self.track, **self.face.to_row()}
 
 
 @dataclass
@@ -82,6 +95,11 @@ class TrackSummary:
                 "frames": self.frames, "dominant": self.dominant,
                 "probabilities": {c: round(p, 4) for c, p in self.probabilities.items()}}
 
+    def to_row(self) -> dict:
+        """``to_dict`` flat: one column per class instead of the nested probabilities (a table row)."""
+        record = self.to_dict()
+        return {**{k: v for k, v in record.items() if k != "probabilities"}, **record["probabilities"]}
+
 
 @dataclass
 class VideoResult:
@@ -96,6 +114,7 @@ class VideoResult:
     tracks: list[TrackSummary] = field(default_factory=list)
     csv_path: Path | None = None
     annotate_path: Path | None = None
+    warning: str | None = None  # where decoding stopped, when the file ended before its declared length
 
     @property
     def duration_s(self) -> float:
@@ -106,15 +125,15 @@ class VideoResult:
             "source": self.source, "classes": list(self.classes), "fps": self.fps, "frames": self.frames,
             "processed_frames": self.processed_frames, "duration_s": round(self.duration_s, 3),
             "tracks": [t.to_dict() for t in self.tracks],
-            "rows": [r.to_dict(self.classes) for r in self.rows],
+            "rows": [r.to_dict() for r in self.rows],
             "csv_path": str(self.csv_path) if self.csv_path else None,
             "annotate_path": str(self.annotate_path) if self.annotate_path else None,
+            "warning": self.warning,
         }
 
     def summary_table(self) -> list[dict]:
         """One flat dict per track (a table row for the app or a terminal)."""
-        return [{"track": t.track, "first_s": round(t.first_s, 2), "last_s": round(t.last_s, 2), "frames": t.frames,
-                 "dominant": t.dominant, **{c: round(p, 3) for c, p in t.probabilities.items()}} for t in self.tracks]
+        return [t.to_row() for t in self.tracks]
 
     def write_csv(self, path: str | os.PathLike) -> Path:
         """The timeline: one row per face per processed frame, smoothed probabilities, one column per class."""
@@ -122,7 +141,7 @@ class VideoResult:
         with atomic_open(path, "w") as f:
             writer = csv.DictWriter(f, fieldnames=[*CSV_FIELDS, *self.classes], lineterminator="\n")
             writer.writeheader()
-            writer.writerows(r.to_dict(self.classes) for r in self.rows)
+            writer.writerows(r.to_dict() for r in self.rows)
         return path
 
     def plot_timeline(self, path: str | os.PathLike) -> Path:
@@ -160,12 +179,6 @@ class VideoResult:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=100)
         return path
-
-
-def plot_colour(emotion: str) -> tuple[float, float, float]:
-    """The emotion's box colour (BGR, 0-255) as a matplotlib RGB colour, so plots match annotated frames."""
-    b, g, r = EMOTION_COLOURS.get(emotion, OTHER_COLOUR)
-    return r / 255, g / 255, b / 255
 
 
 # --- tracking -----------------------------------------------------------------------------------
@@ -294,28 +307,15 @@ def read_frames(capture: cv2.VideoCapture, limit: int | None) -> Iterator[np.nda
         yield frame
 
 
-def smoothed_result(track: Track, recognizer: Recognizer) -> FaceResult:
-    """A track's current state as a FaceResult (smoothed probabilities), for drawing."""
-    top = int(np.argmax(track.probabilities))
-    confidence = float(track.probabilities[top])
-    return FaceResult(track.box, recognizer.classes[top], confidence,
-                      {c: float(p) for c, p in zip(recognizer.classes, track.probabilities)},
-                      confidence < recognizer.unsure_threshold, None)
+def track_face(track: Track, recognizer: Recognizer, detection_score: float | None = None) -> FaceResult:
+    """A track's current state (its box, its smoothed probabilities) as a FaceResult."""
+    return face_result(track.probabilities, track.box, recognizer.classes, recognizer.unsure_threshold,
+                       detection_score)
 
 
 def draw_tracks(frame: np.ndarray, tracks: list[Track], recognizer: Recognizer) -> np.ndarray:
-    """The frame (drawn on in place): each visible track's box and smoothed label, its id under the box."""
-    h, w = frame.shape[:2]
-    scale = float(np.clip(max(h, w) / 1000, 0.35, 3.0))
-    weight = max(1, round(scale * 1.5))
-    for track in tracks:
-        result = smoothed_result(track, recognizer)
-        draw_face(frame, result)
-        x, y, bw, bh = track.box
-        (_, th), base = cv2.getTextSize(f"#{track.id}", FONT, scale, weight)
-        ty = y + bh + th + base if y + bh + th + base < h else y + bh - base
-        cv2.putText(frame, f"#{track.id}", (x, ty), FONT, scale, EMOTION_COLOURS.get(result.label, OTHER_COLOUR),
-                    weight, cv2.LINE_AA)
+    """The frame (drawn on in place): each visible track's box and "#id label 87%" tag, smoothed."""
+    draw_faces(frame, [track_face(t, recognizer) for t in tracks], [f"#{t.id}" for t in tracks])
     return frame
 
 
@@ -373,58 +373,88 @@ def analyse_video(recognizer: Recognizer, source: str | os.PathLike | int, *, cs
     keeps every frame, drawn with the latest tracks. ``smoothing`` is the weight of the past in each
     track's exponential moving average (0: no smoothing). ``progress(done, total)`` is called after
     each frame read; total is None when unknown. From a webcam, Ctrl+C ends the recording and the
-    outputs are still written. A video without faces gives a result with no tracks.
+    outputs are still written. A video without faces gives a result with no tracks. A file that
+    stops decoding early keeps the frames read before it: ``warning`` says where it stopped.
     """
     if sample_every < 1:
         raise ValueError(f"sample_every must be >= 1, got {sample_every}")
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be >= 1, got {max_frames}")
     where = f"webcam {source}" if isinstance(source, int) else str(source)
-    tracker = Tracker(smoothing)
     capture = open_capture(source)
     try:
         fps, declared = frame_rate(capture), declared_frames(capture)
-        total = min(declared, max_frames) if declared and max_frames else (declared or max_frames)
-        rows: list[FrameRow] = []
-        done = processed = 0
         out = Path(annotate_path) if annotate_path is not None else None
         size = frame_size(capture, where)
         with video_writer(out, fps, size) as writer:
-            try:
-                for frame in read_frames(capture, max_frames):
-                    if done % sample_every == 0:
-                        rows += classify_frame(recognizer, tracker, frame, done, done / fps)
-                        processed += 1
-                    if writer is not None:
-                        writer.write(fitted(draw_tracks(frame, tracker.visible(), recognizer), size))
-                    done += 1
-                    if progress is not None:
-                        progress(done, total)
-            except KeyboardInterrupt:
-                if not isinstance(source, int):
-                    raise
-            check_decoded(done, declared, max_frames, where)
+            frames = FrameLoop(recognizer, Tracker(smoothing), fps, sample_every, writer, size)
+            frames.run(capture, max_frames, min(declared, max_frames) if declared and max_frames
+                       else (declared or max_frames), progress, stop_on_interrupt=isinstance(source, int))
+            warning = stopped_early(frames.done, declared, max_frames, fps, where)
     finally:
         capture.release()
-    result = VideoResult(where, tuple(recognizer.classes), fps, done, processed, rows,
-                         summarise_tracks(rows, tuple(recognizer.classes)), annotate_path=out)
+    classes = tuple(recognizer.classes)
+    result = VideoResult(where, classes, fps, frames.done, frames.processed, frames.rows,
+                         summarise_tracks(frames.rows, classes), annotate_path=out, warning=warning)
     if csv_path is not None:
         result.csv_path = result.write_csv(csv_path)
     return result
+
+
+class FrameLoop:
+    """Frames read, sampled, classified, tied to tracks and written: the counts and rows of one video."""
+
+    def __init__(self, recognizer: Recognizer, tracker: Tracker, fps: float, sample_every: int,
+                 writer: cv2.VideoWriter | None, size: tuple[int, int]):
+        self.recognizer, self.tracker, self.fps, self.sample_every = recognizer, tracker, fps, sample_every
+        self.writer, self.size = writer, size
+        self.rows: list[FrameRow] = []
+        self.done = self.processed = 0
+
+    def run(self, capture: cv2.VideoCapture, limit: int | None, total: int | None, progress: Progress | None,
+            stop_on_interrupt: bool) -> None:
+        """Every frame until the end or ``limit``; Ctrl+C ends a webcam recording (``stop_on_interrupt``)."""
+        try:
+            for frame in read_frames(capture, limit):
+                self.frame(frame)
+                if progress is not None:
+                    progress(self.done, total)
+        except KeyboardInterrupt:
+            if not stop_on_interrupt:
+                raise
+
+    def frame(self, frame: np.ndarray) -> None:
+        """One frame: classified when it is a sampled one, drawn with the current tracks when writing."""
+        if self.done % self.sample_every == 0:
+            self.rows += classify_frame(self.recognizer, self.tracker, frame, self.done, self.done / self.fps)
+            self.processed += 1
+        if self.writer is not None:
+            self.writer.write(fitted(draw_tracks(frame, self.tracker.visible(), self.recognizer), self.size))
+        self.done += 1
+
+
+def stopped_early(done: int, declared: int | None, max_frames: int | None, fps: float, where: str) -> str | None:
+    """A one-line warning when decoding stopped well before the declared length, None when it did not.
+
+    VideoError (nothing is kept) when not a single frame could be decoded.
+    """
+    try:
+        check_decoded(done, declared, max_frames, where)
+    except VideoError as e:
+        if done == 0:
+            raise
+        return f"{e}; kept the {done} frames before it (to {done / fps:.2f} s)"
+    return None
 
 
 def classify_frame(recognizer: Recognizer, tracker: Tracker, frame: np.ndarray, index: int,
                    time_s: float) -> list[FrameRow]:
     """The frame's faces (detected, cropped, classified in one batch) tied to tracks, as timeline rows."""
     faces = recognizer.predict(frame, detect=True)
-    probs = np.array([[f.probabilities[c] for c in recognizer.classes] for f in faces], np.float64)
+    probs = np.array([list(f.probabilities.values()) for f in faces], np.float64)
     tracks = tracker.update([f.box for f in faces], probs.reshape(len(faces), len(recognizer.classes)))
-    rows = []
-    for track in tracks:
-        top = int(np.argmax(track.probabilities))
-        rows.append(FrameRow(index, time_s, track.id, track.box, recognizer.classes[top],
-                             float(track.probabilities[top]), track.probabilities.copy()))
-    return rows
+    return [FrameRow(index, time_s, track.id, track_face(track, recognizer, face.detection_score))
+            for track, face in zip(tracks, faces)]
 
 
 def fitted(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -7,12 +7,14 @@ shipped default model says and shows.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from ferkit.app import MODEL_ENV, launch
@@ -166,20 +168,43 @@ def test_no_model_at_all_is_a_clear_message(monkeypatch):
 
 def test_results_json_and_rows():
     from ferkit.app.common import ImageAnalysis
+    from ferkit.results import ImageResult, face_result
 
-    class Face:  # the FaceResult fields the tables read
-        box, label, confidence, unsure = (1, 2, 3, 4), "happy", 0.9, False
-        probabilities = {c: 0.9 if c == "happy" else 0.1 / 6 for c in EMOTIONS}
-
-        def to_dict(self):
-            return {"label": self.label}
-
-    analyses = [ImageAnalysis("a.jpg", faces=[Face(), Face()]), ImageAnalysis("b.jpg", problem="b.jpg: bad")]
+    probabilities = np.array([0.9 if c == "happy" else 0.1 / 6 for c in EMOTIONS])
+    faces = [face_result(probabilities, (1, 2, 3, 4), EMOTIONS, 0.5) for _ in range(2)]
+    analyses = [ImageAnalysis("a.jpg", ImageResult("a.jpg", np.zeros((8, 8, 3), np.uint8), faces)),
+                ImageAnalysis("b.jpg", problem="b.jpg: bad")]
     rows = face_rows(analyses)
     assert [(r["image"], r["face"], r["label"], r["w"]) for r in rows] == [
         ("a.jpg", 1, "happy", 3), ("a.jpg", 2, "happy", 3)]
     data = json.loads(results_json(analyses, "m"))
     assert data["images"][1] == {"image": "b.jpg", "problem": "b.jpg: bad", "faces": []}
+
+
+def test_the_app_accepts_what_the_cli_reads(app):
+    from ferkit.app.common import IMAGE_TYPES
+    from ferkit.images import IMAGE_SUFFIXES
+
+    assert [f".{t}" for t in IMAGE_TYPES] == list(IMAGE_SUFFIXES) and {"gif", "avif"} <= set(IMAGE_TYPES)
+    assert app.file_uploader(key="uploads").proto.type == [f".{t}" for t in IMAGE_TYPES]
+    buffer = io.BytesIO()
+    Image.open(FAMILY).save(buffer, "GIF")
+    upload(app, ("family.gif", buffer.getvalue()))
+    assert "4 faces found in 1 image" in app.success[0].value
+
+
+def test_an_upload_is_decoded_once(onnx_model, monkeypatch):
+    from ferkit import images
+    from ferkit.app.common import analyse_image
+    from ferkit.infer import load
+
+    decoded = []
+    decode = images._decode
+    monkeypatch.setattr(images, "_decode", lambda fp, where: decoded.append(where) or decode(fp, where))
+    analysis = analyse_image(load(onnx_model), "family.jpg", FAMILY.read_bytes(), threshold=1.0)
+    assert decoded == ["family.jpg"] and analysis.problem is None
+    assert len(analysis.faces) == 4 and all(f.unsure for f in analysis.faces)
+    assert analysis.annotated.shape == analysis.image.shape == cv2.imread(str(FAMILY)).shape
 
 
 def test_bundled_model_sees_the_astronaut_smile(monkeypatch):
@@ -217,6 +242,23 @@ def test_video_page(app, tmp_path):
     assert len(app.get("arrow_line_chart")) + len(app.get("vega_lite_chart")) >= 1
     labels = [b.proto.label for b in app.get("download_button")]
     assert "⬇️ Download the per-frame timeline (CSV)" in labels
+
+
+def test_a_truncated_video_keeps_its_first_frames_and_says_where_it_stopped(app, tmp_path):
+    image = cv2.resize(cv2.imread(str(ASTRONAUT)), (320, 320))
+    whole = tmp_path / "whole.avi"
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 320))
+    for i in range(12):
+        writer.write(np.roll(image, 2 * i, axis=1))
+    writer.release()
+    cut = whole.read_bytes()[: whole.stat().st_size // 2]
+    app.switch_page("views/video.py").run()
+    app.slider(key="video_sample_every").set_value(1)
+    app.file_uploader(key="video_upload").set_value(("cut.avi", cut, "video/x-msvideo")).run()
+    assert not app.exception, app.exception
+    [warning] = [w.value for w in app.warning]
+    assert warning.startswith("cannot decode cut.avi: decoding stopped at frame ") and "kept the" in warning
+    assert "1 tracked face" in app.success[0].value
 
 
 def test_corrupt_video_is_a_clear_message(app):

@@ -13,12 +13,10 @@ import pytest
 
 from conftest import TINY_PER_CLASS, tiny_face
 from ferkit import data
-from ferkit.data import (
-    FaceSet, class_table, ferplus_majority, list_image_folder, load_ferplus_split, load_split,
-    read_ferplus_votes, read_image_folder, read_kaggle_csv,
-)
+from ferkit.data import FaceSet, class_table, ferplus_majority, load_ferplus_split, load_split, read_ferplus_votes
 from ferkit.errors import DataError
 from ferkit.labels import EMOTIONS, FERPLUS_EMOTIONS, SPLITS
+from ferkit.userdata import list_image_folder, read_image_folder, read_kaggle_csv
 
 CSV_SAMPLE_STEP = 37  # every 37th row of the materialised CSV also goes through read_kaggle_csv (970 rows)
 

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ferkit import faces
+from ferkit import faces, weights
 from ferkit.errors import ModelError
 from ferkit.faces import Detection, crop_face, detect_faces, eye_angle
 
@@ -83,13 +83,13 @@ def test_crop_levels_the_eyes():
 
 
 def test_detector_checksum_mismatch(tmp_path, monkeypatch):
-    weights = tmp_path / "weights"
-    shutil.copytree(faces.WEIGHTS_DIR, weights)
-    data = bytearray((weights / "yunet.onnx").read_bytes())
+    copy = tmp_path / "weights"
+    shutil.copytree(weights.WEIGHTS_DIR, copy)
+    data = bytearray((copy / "yunet.onnx").read_bytes())
     data[1000] ^= 0xFF
-    (weights / "yunet.onnx").write_bytes(bytes(data))
-    monkeypatch.setattr(faces, "WEIGHTS_DIR", weights)
-    monkeypatch.setattr(faces, "MANIFEST", weights / "manifest.json")
+    (copy / "yunet.onnx").write_bytes(bytes(data))
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", copy)
+    monkeypatch.setattr(weights, "MANIFEST", copy / "manifest.json")
     faces.get_detector.cache_clear()
     try:
         with pytest.raises(ModelError, match="checksum mismatch for detector 'yunet'.*reinstall ferkit"):

@@ -17,8 +17,10 @@ from ferkit import infer
 from ferkit.data import load_split
 from ferkit.errors import ImageError, ModelError
 from ferkit.export import default_meta, export_onnx
-from ferkit.infer import FaceResult, load, read_image
+from ferkit.images import read_image
+from ferkit.infer import load
 from ferkit.models import create_model
+from ferkit.results import FaceResult
 
 PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos"
 ASTRONAUT = PHOTOS / "single_happy_astronaut.jpg"
@@ -174,6 +176,45 @@ def test_model_without_ferkit_metadata(tmp_path):
         load(path)
 
 
+def with_metadata(source: Path, target: Path, **changes) -> Path:
+    """A copy of a ferkit ONNX file whose metadata says something else (no sidecar)."""
+    onnx = pytest.importorskip("onnx")
+    proto = onnx.load(str(source))
+    meta = json.loads(next(p.value for p in proto.metadata_props if p.key == infer.META_PROPERTY))
+    onnx.helper.set_model_props(proto, {infer.META_PROPERTY: json.dumps({**meta, **changes})})
+    onnx.save(proto, str(target))
+    return target
+
+
+def three_channel_model(path: Path) -> Path:
+    """An ONNX graph that takes colour (N, 3, 48, 48) input, with ferkit's (grayscale) metadata."""
+    onnx = pytest.importorskip("onnx")
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                              torch.nn.Linear(4, 7)).eval()
+    torch.onnx.export(net, (torch.zeros(2, 3, 48, 48),), str(path), dynamo=False, input_names=["input"],
+                      output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    proto = onnx.load(str(path))
+    onnx.helper.set_model_props(proto, {infer.META_PROPERTY: json.dumps(default_meta("fastnet"))})
+    onnx.save(proto, str(path))
+    return path
+
+
+def test_a_graph_that_disagrees_with_its_metadata_is_refused_at_load(model_path, tmp_path, capsys):
+    from ferkit.cli import main
+
+    wrong_size = with_metadata(model_path, tmp_path / "size.onnx", input_size=64)
+    with pytest.raises(ModelError, match=r"size.onnx: the model takes tensor\(float\) of shape \['batch', 1, 48, 48\] "
+                                         r"but its metadata says float \(N, 1, 64, 64\)"):
+        load(wrong_size)
+    colour = three_channel_model(tmp_path / "colour.onnx")
+    with pytest.raises(ModelError, match=r"colour.onnx: the model takes .* \['batch', 3, 48, 48\] but its metadata "
+                                         r"says float \(N, 1, 48, 48\) \(1 channel, 48 px\); re-export it"):
+        load(colour)
+    assert main(["predict", str(PHOTOS / "group4_family.jpg"), "--model", str(colour)]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith(f"ferkit: error: {colour}: the model takes")
+
+
 def test_invalid_metadata_is_refused():
     with pytest.raises(ModelError, match="lacks classes"):
         infer.check_meta({k: 1 for k in infer.REQUIRED_META if k != "classes"}, "m.onnx")
@@ -186,6 +227,15 @@ def test_recognizer_settings(model_path):
     assert r.unsure_threshold == 0.9 and r.detector == "haar" and r.classes[3] == "happy"
     with pytest.raises(ValueError, match="choose one of"):
         load(model_path, detector="nope")
+
+
+def test_detector_is_the_detector_object(model_path):
+    from ferkit.faces import FaceDetector, HaarDetector
+
+    r = load(model_path, detector="haar")
+    assert isinstance(r.detector, HaarDetector) and isinstance(r.detector, FaceDetector)
+    assert r.detector_name == "haar" and "haar" in repr(r)
+    assert load(model_path).detector_name == "yunet"  # auto: YuNet when this OpenCV has it
 
 
 # --- the pipeline ------------------------------------------------------------------------------------

@@ -12,9 +12,10 @@ import pytest
 
 from conftest import REPO, tiny_face
 from ferkit.errors import ImageError, ModelError
+from ferkit.images import as_uint8_image, read_image_file
 from ferkit.preprocess import (
-    REPORT, STAGES, ReportParams, apply_report_preprocessing, as_uint8_image, canny_edges, denoise,
-    gaussian_blur, pipeline_figure, read_image_file, report_pipeline, resize, sharpen, to_model_input,
+    REPORT, STAGES, ReportParams, apply_report_preprocessing, canny_edges, denoise, gaussian_blur, pipeline_figure,
+    report_pipeline, resize, sharpen, to_model_input,
 )
 
 META = {"input_size": 48, "mean": 0.5, "std": 0.25, "preprocess": "none"}

@@ -23,7 +23,7 @@ from ferkit.data import FaceSet, load_split
 from ferkit.errors import DataError, FerkitError, ModelError
 from ferkit.evaluate import evaluation_report, read_logits_npz
 from ferkit.export import default_meta, load_checkpoint, resolve_checkpoint
-from ferkit.faces import load_face_folder
+from ferkit.userdata import load_face_folder
 from ferkit.fileio import sha256_of
 from ferkit.labels import EMOTIONS
 from ferkit.models import create_model

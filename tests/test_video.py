@@ -282,3 +282,49 @@ def test_truncated_decoding_is_an_error():
 def test_missing_webcam(recognizer):
     with pytest.raises(VideoError, match="cannot open webcam 97"):
         analyse_video(recognizer, 97)
+
+
+def truncated_avi(photo: Path, out: Path, frames: int = CLIP_FRAMES) -> Path:
+    """An MJPG AVI whose second half is cut off: its header still declares every frame."""
+    whole = out.with_name("whole.avi")
+    image = cv2.resize(cv2.imread(str(photo)), (CLIP_WIDTH, 240))
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"MJPG"), CLIP_FPS, (CLIP_WIDTH, 240))
+    for i in range(frames):
+        writer.write(np.roll(image, CLIP_STEP * i, axis=1))
+    writer.release()
+    data = whole.read_bytes()
+    whole.unlink()
+    out.write_bytes(data[: len(data) // 2])
+    return out
+
+
+def test_a_truncated_video_keeps_the_frames_before_the_cut(recognizer, photos_dir, tmp_path):
+    clip = truncated_avi(photos_dir / "single_happy_astronaut.jpg", tmp_path / "cut.avi")
+    result = analyse_video(recognizer, clip, csv_path=tmp_path / "t.csv", annotate_path=tmp_path / "a.mp4")
+    assert 0 < result.frames < CLIP_FRAMES and len(result.tracks) == 1
+    assert result.warning == (f"cannot decode {clip}: decoding stopped at frame {result.frames} of {CLIP_FRAMES}; "
+                              "the file is truncated or corrupt; kept the "
+                              f"{result.frames} frames before it (to {result.frames / CLIP_FPS:.2f} s)")
+    _, rows = read_csv(tmp_path / "t.csv")
+    assert len(rows) == result.frames
+    assert int(cv2.VideoCapture(str(tmp_path / "a.mp4")).get(cv2.CAP_PROP_FRAME_COUNT)) == result.frames
+
+
+def test_cli_says_where_a_truncated_video_stopped(model_path, photos_dir, tmp_path):
+    clip = truncated_avi(photos_dir / "single_happy_astronaut.jpg", tmp_path / "cut.avi")
+    done = run_cli(str(clip), "--model", str(model_path), "--csv", str(tmp_path / "out.csv"))
+    assert done.returncode == 0, done.stderr
+    [warning] = [line for line in done.stderr.splitlines() if "warning" in line]
+    assert warning.startswith(f"ferkit: warning: cannot decode {clip}: decoding stopped at frame ")
+    _, rows = read_csv(tmp_path / "out_cut.csv")
+    assert 0 < len(rows) < CLIP_FRAMES and "Traceback" not in done.stderr
+
+
+def test_cli_refuses_to_annotate_a_video_over_itself(model_path, family_clip, tmp_path):
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(family_clip.read_bytes())
+    done = run_cli(str(clip), "--model", str(model_path), "--annotate", str(clip))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"ferkit: error: --annotate {clip} would overwrite an input: ferkit "
+                                                "never writes over its inputs; choose another name"]
+    assert clip.read_bytes() == family_clip.read_bytes()

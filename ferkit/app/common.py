@@ -6,7 +6,6 @@ browser; the ``render_*`` functions draw Streamlit elements.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -19,16 +18,18 @@ import pandas as pd
 import streamlit as st
 
 from ..errors import FerkitError
+from ..images import IMAGE_SUFFIXES
 from ..settings import WEIGHTS_DIR
 from . import MODEL_ENV
 
 if TYPE_CHECKING:
-    from ..infer import FaceResult, Recognizer
+    from ..infer import Recognizer
+    from ..results import FaceResult, ImageResult
 
 APP_DIR = Path(__file__).resolve().parent
 SAMPLES_DIR = APP_DIR / "samples"
 REPORTS_DIR = WEIGHTS_DIR / "reports"
-IMAGE_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"]
+IMAGE_TYPES = [s.lstrip(".") for s in IMAGE_SUFFIXES]  # the uploaders accept what the CLI reads
 MAX_IMAGE_MB = 20
 SETTINGS_KEY = "ferkit_settings"
 EMOJI = {
@@ -49,7 +50,7 @@ class ModelChoice:
 
 def bundled_models() -> dict[str, dict]:
     """The manifest's model entries (``{name: {"file", "sha256", ...}}``) whose file is present."""
-    from ..faces import read_manifest
+    from ..weights import read_manifest
 
     models = read_manifest().get("models", {})
     return {name: entry for name, entry in models.items() if (WEIGHTS_DIR / entry.get("file", "")).is_file()}
@@ -68,8 +69,11 @@ def model_choices() -> tuple[list[ModelChoice], int]:
 
 
 def shipped_report_dir(source: str) -> Path | None:
-    """Where the evaluation report of a bundled model lives (``weights/reports/<name>/``); None for other models."""
-    return REPORTS_DIR / source if source in bundled_models() else None
+    """The folder of a bundled model's evaluation report (the manifest's ``report``); None for other models."""
+    entry = bundled_models().get(source)
+    if entry is None:
+        return None
+    return WEIGHTS_DIR / entry["report"] if "report" in entry else REPORTS_DIR / source
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
@@ -145,10 +149,17 @@ class ImageAnalysis:
     """One analysed input; ``problem`` is a one-line message when it could not be analysed."""
 
     name: str
-    image: np.ndarray | None = None      # BGR, as decoded
+    result: ImageResult | None = None    # the faces, and the image as decoded (BGR)
     annotated: np.ndarray | None = None  # BGR copy with boxes and labels
-    faces: list[FaceResult] = dataclasses.field(default_factory=list)
     problem: str | None = None
+
+    @property
+    def image(self) -> np.ndarray | None:
+        return None if self.result is None else self.result.image
+
+    @property
+    def faces(self) -> list[FaceResult]:
+        return [] if self.result is None else list(self.result)
 
 
 def too_large(name: str, size: int) -> str | None:
@@ -158,11 +169,6 @@ def too_large(name: str, size: int) -> str | None:
     return f"{name}: {size / 2**20:.0f} MB is over the {MAX_IMAGE_MB} MB limit for images"
 
 
-def with_threshold(faces: Sequence[FaceResult], threshold: float) -> list[FaceResult]:
-    """The results with ``unsure`` re-decided at ``threshold`` (the slider), without reloading the model."""
-    return [dataclasses.replace(f, unsure=f.confidence < threshold) for f in faces]
-
-
 def analyse_image(recognizer: Recognizer, name: str, data: bytes, *, tta: str = "none",
                   threshold: float | None = None) -> ImageAnalysis:
     """Decode ``data`` and find every face's emotion; failures become ``problem``, never exceptions.
@@ -170,16 +176,13 @@ def analyse_image(recognizer: Recognizer, name: str, data: bytes, *, tta: str = 
     ``threshold``: faces below it are unsure (default: the model's own threshold).
     """
     threshold = recognizer.unsure_threshold if threshold is None else threshold
-    from ..infer import read_image
-
     if too_large(name, len(data)):
         return ImageAnalysis(name, problem=too_large(name, len(data)))
     try:
-        image = read_image(data, name=name)
-        faces = with_threshold(recognizer.predict(image, tta=tta), threshold)
+        result = recognizer.predict(data, name=name, tta=tta).with_unsure_threshold(threshold)  # decoded once
     except FerkitError as e:
         return ImageAnalysis(name, problem=str(e))
-    return ImageAnalysis(name, image, recognizer.annotate(image, faces), faces)
+    return ImageAnalysis(name, result, result.plot())
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -211,16 +214,17 @@ def face_title(index: int, face: FaceResult) -> str:
 
 
 def face_rows(analyses: Sequence[ImageAnalysis]) -> list[dict]:
-    """One row per face: image, face number, shown label, confidence, box and every class's probability."""
+    """One table row per face, from ``ImageResult.to_rows()``: image, face number, shown label (unsure or the
+    top class), top class, confidence, box and every class's probability as ``p_<class>``."""
     rows = []
     for analysis in analyses:
-        for index, face in enumerate(analysis.faces, start=1):
-            x, y, w, h = face.box
-            rows.append({
-                "image": analysis.name, "face": index, "label": shown_label(face), "top_class": face.label,
-                "confidence": round(face.confidence, 4), "x": x, "y": y, "w": w, "h": h,
-                **{f"p_{name}": round(p, 4) for name, p in face.probabilities.items()},
-            })
+        if analysis.result is None:
+            continue
+        for row, face in zip(analysis.result.to_rows(), analysis.result):
+            rows.append({"image": row["source"], "face": row["face"], "label": shown_label(face),
+                         "top_class": row["label"], "confidence": row["confidence"],
+                         **{k: row[k] for k in ("x", "y", "w", "h")},
+                         **{f"p_{name}": row[name] for name in face.probabilities}})
     return rows
 
 

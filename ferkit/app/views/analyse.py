@@ -28,7 +28,7 @@ def chosen_inputs(source: str) -> list[tuple[str, bytes]]:
     """(name, bytes) of the images the user gave through ``source``."""
     if source == SOURCES[0]:
         uploads = st.file_uploader("Photos with faces", type=IMAGE_TYPES, accept_multiple_files=True,
-                                   key="uploads", help="JPEG, PNG, WebP, BMP or TIFF; several at once is fine.")
+                                   key="uploads", help=f"{', '.join(t.upper() for t in IMAGE_TYPES)}; several at once is fine.")
         return [(u.name, u.getvalue()) for u in uploads or []]
     if source == SOURCES[1]:
         shot = st.camera_input("Take a photo", key="camera")

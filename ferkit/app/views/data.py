@@ -6,7 +6,7 @@ import streamlit as st
 from ferkit.app.common import EMOJI
 from ferkit.data import FERPLUS_CSV, FaceSet, load_ferplus_split, load_split
 from ferkit.errors import DataError
-from ferkit.explore import pick_per_class
+from ferkit.datastats import pick_per_class
 from ferkit.labels import SPLITS
 from ferkit.settings import DATA_ENV, data_dir
 

@@ -7,7 +7,7 @@ import streamlit as st
 from ferkit.app.common import IMAGE_TYPES, SAMPLES_DIR, rgb, sample_title, too_large
 from ferkit.errors import FerkitError
 from ferkit.faces import detect_faces
-from ferkit.infer import read_image
+from ferkit.images import read_image
 from ferkit.preprocess import REPORT, ReportParams, report_pipeline
 
 SHOWN_SIDE = 192  # px: the 48-px stages are enlarged (nearest neighbour) so their pixels stay visible

@@ -11,7 +11,7 @@ import streamlit as st
 from ferkit.app.common import EMOJI, render_table, require_recognizer
 from ferkit.errors import FerkitError
 from ferkit.infer import Recognizer
-from ferkit.video import VIDEO_SUFFIXES, analyse_video
+from ferkit.video import VIDEO_SUFFIXES, analyse_video, frame_rate
 
 MAX_FRAMES = 900  # 30 s at 30 fps: a page is no place for a film; `ferkit predict` has no limit
 PREVIEW_FOURCC = "VP80"  # browsers play VP8 WebM; OpenCV's mp4v (MPEG-4 part 2) they do not
@@ -28,13 +28,14 @@ class VideoAnalysis:
     preview: bytes | None    # VP8 WebM of the annotated video, None when it could not be encoded
     frames: int
     fps: float
-    truncated: bool
+    truncated: bool          # stopped at MAX_FRAMES
+    warning: str | None      # where decoding stopped, when the file ended early
 
 
 def webm_copy(source: Path, target: Path) -> bytes | None:
     """Re-encode ``source`` as VP8 WebM for the browser; None when this OpenCV cannot."""
     capture = cv2.VideoCapture(str(source))
-    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    fps = frame_rate(capture)
     size = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
     writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*PREVIEW_FOURCC), fps, size)
     try:
@@ -71,9 +72,10 @@ def process_video(recognizer: Recognizer, name: str, data: bytes, sample_every: 
         preview = webm_copy(tmp / "annotated.mp4", tmp / "annotated.webm")
         csv = (tmp / "timeline.csv").read_bytes()
     bar.empty()
-    timeline = pd.DataFrame([r.to_dict(result.classes) for r in result.rows])
+    timeline = pd.DataFrame([r.to_dict() for r in result.rows])
+    warning = result.warning.replace(str(source), name) if result.warning else None  # the upload's name, not the temp file's
     return VideoAnalysis(name, timeline, result.summary_table(), csv, preview, result.frames, result.fps,
-                         result.frames >= MAX_FRAMES)
+                         result.frames >= MAX_FRAMES, warning)
 
 
 def render_results(analysis: VideoAnalysis, classes: tuple[str, ...]) -> None:
@@ -82,6 +84,8 @@ def render_results(analysis: VideoAnalysis, classes: tuple[str, ...]) -> None:
                f"{tracks} tracked face{'s' * (tracks != 1)}")
     if analysis.truncated:
         st.info(f"Only the first {MAX_FRAMES} frames were analysed; `ferkit predict VIDEO` has no limit.")
+    if analysis.warning:
+        st.warning(analysis.warning)
     if not tracks:
         st.warning(f"{analysis.name}: no face found in the video.")
     left, right = st.columns([3, 2])

@@ -1,4 +1,4 @@
-"""ferkit data stats / augment-preview, through the command line as a user runs them."""
+"""ferkit data stats / augment-preview (ferkit.datastats), through the command line as a user runs them."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, TINY_PER_CLASS
-from ferkit import explore
+from ferkit import datastats
 from ferkit.errors import FerkitError
 from ferkit.labels import FERPLUS_EMOTIONS, SPLITS
 
@@ -59,7 +59,7 @@ def test_stats_reproduces_the_reports_numbers(fer_data, tmp_path):
 
 def test_stats_on_a_tiny_folder_without_ferplus(tiny_fer_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FERKIT_CACHE", str(tmp_path / "cache"))
-    assert explore.main(["stats", "--data", str(tiny_fer_dir), "--out", str(tmp_path / "out"), "--no-ferplus",
+    assert datastats.main(["stats", "--data", str(tiny_fer_dir), "--out", str(tmp_path / "out"), "--no-ferplus",
                          "--per-class", "2"]) == 0
     printed = capsys.readouterr().out
     assert "FER+" not in printed
@@ -81,7 +81,7 @@ def test_stats_missing_data_is_a_one_line_error(tmp_path):
 
 def test_format_table_columns():
     counts = {"A": {"total": 3, "classes": {"x": {"count": 1, "percent": 100 / 3}, "y": {"count": 2, "percent": 200 / 3}}}}
-    text = explore.format_table(counts, "T", dropped={"A": 4})
+    text = datastats.format_table(counts, "T", dropped={"A": 4})
     lines = text.splitlines()
     assert lines[0] == "T" and lines[2].split() == ["class", "A"]
     assert lines[4].split() == ["x", "1", "33.33", "%"] and lines[5].split() == ["y", "2", "66.67", "%"]
@@ -99,18 +99,18 @@ def test_augment_preview_writes_a_png(fer_data, tmp_path):
 def test_augmented_views_are_seeded_and_change_the_faces():
     pytest.importorskip("torch")
     faces = np.stack([np.random.default_rng(i).integers(0, 256, (48, 48), dtype=np.uint8) for i in range(2)])
-    a = explore.augmented_views(faces, 3, "default", seed=5)
+    a = datastats.augmented_views(faces, 3, "default", seed=5)
     assert a.shape == (2, 3, 48, 48) and a.dtype == np.uint8
-    assert np.array_equal(a, explore.augmented_views(faces, 3, "default", seed=5))
+    assert np.array_equal(a, datastats.augmented_views(faces, 3, "default", seed=5))
     assert not np.array_equal(a[:, 0], faces)
 
 
 def test_augment_preview_without_torch_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
     with pytest.raises(FerkitError, match=r"needs torch .*pip install 'ferkit\[train\]'"):
-        explore.augmented_views(np.zeros((1, 48, 48), np.uint8), 2, "default", 0)
+        datastats.augmented_views(np.zeros((1, 48, 48), np.uint8), 2, "default", 0)
 
 
 def test_round_robin_takes_each_class_in_turn():
     per_class = [np.array([1, 2]), np.array([]), np.array([3])]
-    assert [(int(f), c) for f, c in explore.round_robin(per_class, 3)] == [(1, 0), (3, 2), (2, 0)]
+    assert [(int(f), c) for f, c in datastats.round_robin(per_class, 3)] == [(1, 0), (3, 2), (2, 0)]

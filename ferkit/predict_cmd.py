@@ -5,9 +5,10 @@
     ferkit predict "shots/*.png" --json > faces.jsonl # one JSON object per image
     ferkit predict clip.mp4 --annotate clip_out.mp4 --csv timeline.csv
 
-Unreadable files are reported on stderr (one line each) and skipped. Exit status: 0 when at
-least one input was processed, 1 when none could be (or the model cannot be loaded), 2 on a
-usage error.
+Unreadable files are reported on stderr (one line each) and skipped. An output never replaces an
+input (the same path, or the same file through a link): such a run is refused. Exit status: 0
+when at least one input was processed, 1 when none could be (or the model cannot be loaded), 2 on
+a usage error or a refused output.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import csv
 import difflib
 import glob
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -24,16 +26,17 @@ from typing import Iterator
 import cv2
 from tqdm import tqdm
 
-from .data import IMAGE_SUFFIXES
 from .errors import FerkitError, ImageError
 from .faces import DETECTORS
 from .fileio import atomic_open, write_bytes
-from .infer import BATCH_SIZE, FaceResult, Recognizer, load, read_image
+from .images import IMAGE_SUFFIXES, read_image
+from .infer import BATCH_SIZE, Recognizer, load
+from .results import ImageResult, row_fields
 from .tta import TTA_MODES
 from .video import VIDEO_SUFFIXES, analyse_video, is_video
+from .weights import SHA256_PATTERN, sidecar_path
 
 IMAGES_PER_BATCH = 16  # images whose faces are classified in one go
-READABLE_SUFFIXES = IMAGE_SUFFIXES + (".gif",)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -42,12 +45,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="default",
                    help="'default' (FER2013, 7 emotions), 'ferplus' (FER+, 8) or the path of an .onnx file "
                         "(default: default)")
-    p.add_argument("--json", action="store_true", help="print one JSON object per input instead of a table")
+    p.add_argument("--sha256", metavar="HEX", default=None,
+                   help="the SHA-256 the model file must have; a mismatch stops the run (default: the manifest's "
+                        "for bundled models, <model>.sha256 beside a user's model when there is one)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object per input instead of a table (default: a table)")
     p.add_argument("--csv", metavar="FILE", default=None,
                    help="write one row per face (source, face, box, label, confidence, unsure, class probabilities); "
-                        "a video's timeline goes to FILE_<video name>.csv")
+                        "a video's timeline goes to FILE_<video name>.csv (default: no CSV)")
     p.add_argument("--annotate", metavar="OUT", default=None,
-                   help="write images with boxes and labels: OUT is a file for one input, else a folder")
+                   help="write images with boxes and labels: OUT is a file for one input, else a folder "
+                        "(default: none written); never one of the inputs")
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help=f"faces per ONNX Runtime call (default: {BATCH_SIZE})")
     p.add_argument("--detector", default="auto", choices=DETECTORS,
                    help="face detector: yunet (one or two passes chosen by image size), haar (OpenCV's cascade) "
@@ -56,7 +64,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="mark a face unsure when its top probability is below P (default: the model's own)")
     p.add_argument("--tta", default="none", choices=TTA_MODES,
                    help="test-time augmentation: none, flip (2 views) or crops (10 views) (default: none)")
-    p.add_argument("--recursive", action="store_true", help="look into sub-folders, and let ** in globs match folders")
+    p.add_argument("--recursive", action="store_true",
+                   help="look into sub-folders, and let ** in globs match folders (default: off)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: one per core)")
     return p
 
@@ -73,6 +82,8 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
         parser.error(f"--threshold must be between 0 and 1, got {args.threshold}")
     if args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.sha256 is not None and not SHA256_PATTERN.fullmatch(args.sha256):
+        parser.error(f"--sha256 {args.sha256}: expected 64 hex digits (the output of sha256sum)")
     return args
 
 
@@ -83,7 +94,7 @@ def folder_files(folder: Path, recursive: bool) -> list[Path]:
     """Images and videos in a folder (sorted; hidden files skipped)."""
     candidates = folder.rglob("*") if recursive else folder.iterdir()
     return sorted(p for p in candidates if p.is_file() and not p.name.startswith(".")
-                  and p.suffix.lower() in READABLE_SUFFIXES + VIDEO_SUFFIXES)
+                  and p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
 
 
 def expand_sources(sources: list[str], recursive: bool) -> tuple[list[Path], list[str]]:
@@ -138,47 +149,62 @@ def annotate_targets(inputs: list[Path], out: Path | None) -> dict[Path, Path]:
     return targets
 
 
-def csv_fields(classes: tuple[str, ...]) -> list[str]:
-    return ["source", "face", "x", "y", "w", "h", "label", "confidence", "unsure", "detection_score", *classes]
+def video_csv_path(table: Path, video: Path) -> Path:
+    """Where a video's timeline goes when ``--csv table`` is given: ``<table stem>_<video stem>.csv``."""
+    return table.with_name(f"{table.stem}_{video.stem}.csv")
 
 
-def csv_rows(source: Path, faces: list[FaceResult]) -> list[dict]:
-    rows = []
-    for i, face in enumerate(faces, start=1):
-        x, y, w, h = face.box
-        rows.append({"source": str(source), "face": i, "x": x, "y": y, "w": w, "h": h, "label": face.label,
-                     "confidence": round(face.confidence, 4), "unsure": int(face.unsure),
-                     "detection_score": "" if face.detection_score is None else round(face.detection_score, 4),
-                     **{c: round(p, 4) for c, p in face.probabilities.items()}})
-    return rows
+def output_paths(args: argparse.Namespace, inputs: list[Path], targets: dict[Path, Path]) -> dict[Path, str]:
+    """Every file this run may write, and the option that names it."""
+    outputs = {target: "--annotate" for target in targets.values()}
+    if args.csv:
+        table = Path(args.csv)
+        outputs[table] = "--csv"
+        outputs.update({video_csv_path(table, p): "--csv" for p in inputs if is_video(p)})
+    return outputs
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (the same path, a symlink or a hard link to it)."""
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def overwritten_input(outputs: dict[Path, str], inputs: list[Path]) -> str | None:
+    """A one-line refusal when an output would replace an input, else None."""
+    for output, option in outputs.items():
+        for source in inputs:
+            if same_file(output, source):
+                named = "" if output == source else f" (the same file as the input {source})"
+                return (f"{option} {output} would overwrite an input{named}: ferkit never writes over its "
+                        "inputs; choose another name")
+    return None
 
 
 def write_csv(path: Path, classes: tuple[str, ...], rows: list[dict]) -> None:
+    """The ``--csv`` table: ``ImageResult.to_rows()`` of every image, written atomically."""
     with atomic_open(path, "w") as f:
-        writer = csv.DictWriter(f, fieldnames=csv_fields(classes), lineterminator="\n")
+        writer = csv.DictWriter(f, fieldnames=row_fields(classes), lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
 
 
-def face_table(source: Path, faces: list[FaceResult]) -> str:
-    """A few aligned lines per image for the terminal."""
-    if not faces:
-        return f"{source}: no face found"
-    lines = [f"{source}: {len(faces)} face{'s' if len(faces) > 1 else ''}"]
-    for i, face in enumerate(faces, start=1):
-        runner_up = sorted(face.probabilities.items(), key=lambda kv: -kv[1])[1]
-        box = ",".join(map(str, face.box))
-        flag = "  (unsure)" if face.unsure else ""
-        lines.append(f"  {i:>3}  box {box:<19} {face.label:<9} {face.confidence:6.1%}   "
-                     f"next: {runner_up[0]} {runner_up[1]:.1%}{flag}")
-    return "\n".join(lines)
-
-
-def write_annotated(recognizer: Recognizer, image, faces: list[FaceResult], target: Path) -> None:
-    ok, encoded = cv2.imencode(target.suffix, recognizer.annotate(image, faces))
+def write_annotated(result: ImageResult, target: Path) -> None:
+    """``result.plot()`` encoded as ``target``'s suffix says, written atomically."""
+    ok, encoded = cv2.imencode(target.suffix, result.plot())
     if not ok:
         raise ImageError(f"cannot encode an annotated image as {target.suffix}")
     write_bytes(target, encoded.tobytes())
+
+
+def unpinned_note(recognizer: Recognizer) -> str | None:
+    """A note with the model's SHA-256 when nothing pinned it (a user's .onnx without a sidecar)."""
+    if recognizer.pinned_by is not None:
+        return None
+    return (f"ferkit: note: {recognizer.source} has no {sidecar_path(recognizer.source).name} beside it, so it was not "
+            f"checked; its SHA-256 is {recognizer.sha256}: pass --sha256 {recognizer.sha256} to pin it")
 
 
 # --- the run -----------------------------------------------------------------------------------------
@@ -201,9 +227,11 @@ class Run:
 
     def emit(self, source: Path, payload: dict, text: str) -> None:
         self.done += 1
-        tqdm.write(json.dumps({"source": str(source), **payload}) if self.args.json else text, file=sys.stdout)
+        record = {"source": str(source), "model_sha256": self.recognizer.sha256, **payload}
+        tqdm.write(json.dumps(record) if self.args.json else text, file=sys.stdout)
 
     def images(self, paths: list[Path]) -> None:
+        """Each image decoded once, then classified with the others of its group."""
         with tqdm(total=len(paths), unit="image", file=sys.stderr, disable=True if len(paths) < 2 else None) as bar:
             for group in chunks(paths, IMAGES_PER_BATCH):
                 decoded = []
@@ -212,22 +240,20 @@ class Run:
                         decoded.append((path, read_image(path)))
                     except ImageError as e:
                         self.fail(str(e))
-                results = self.recognizer.predict_batch([image for _, image in decoded], tta=self.args.tta)
-                for (path, image), faces in zip(decoded, results):
-                    self.image_done(path, image, faces)
+                results = self.recognizer.predict_batch([image for _, image in decoded], tta=self.args.tta,
+                                                        names=[str(path) for path, _ in decoded])
+                for (path, _), result in zip(decoded, results):
+                    self.image_done(path, result)
                 bar.update(len(group))
 
-    def image_done(self, path: Path, image, faces: list[FaceResult]) -> None:
+    def image_done(self, path: Path, result: ImageResult) -> None:
         if path in self.targets:
-            write_annotated(self.recognizer, image, faces, self.targets[path])
-        self.rows += csv_rows(path, faces)
-        self.emit(path, {"faces": [f.to_dict() for f in faces]}, face_table(path, faces))
+            write_annotated(result, self.targets[path])
+        self.rows += result.to_rows()
+        self.emit(path, {"faces": [f.to_dict() for f in result]}, result.summary())
 
     def video(self, path: Path) -> None:
-        csv_path = None
-        if self.args.csv:
-            table = Path(self.args.csv)
-            csv_path = table.with_name(f"{table.stem}_{path.stem}.csv")
+        csv_path = video_csv_path(Path(self.args.csv), path) if self.args.csv else None
         with tqdm(unit="frame", desc=path.name, file=sys.stderr, disable=None) as bar:
             def progress(done: int, total: int | None) -> None:
                 bar.total = total
@@ -239,6 +265,8 @@ class Run:
             except FerkitError as e:
                 self.fail(str(e))
                 return
+        if result.warning:
+            tqdm.write(f"ferkit: warning: {result.warning}", file=sys.stderr)
         tracks = [t.to_dict() for t in result.tracks]
         lines = [f"{path}: video, {result.frames} frames ({result.duration_s:.1f} s), {len(tracks)} face track(s)"]
         lines += [f"  track {t['track']:>3}  {t['first_s']:7.2f}-{t['last_s']:.2f} s  mostly {t['dominant']}"
@@ -257,13 +285,20 @@ def main(argv: list[str] | None = None) -> int:
     targets = annotate_targets(inputs, out)
     if out is not None and len(targets) == 1 and out.suffix and not (is_video(out) or cv2.haveImageWriter(str(out))):
         parser.error(f"--annotate {out}: OpenCV cannot write {out.suffix} images; use .jpg or .png")
+    refusal = overwritten_input(output_paths(args, inputs, targets), inputs)
+    if refusal:
+        print(f"ferkit: error: {refusal}", file=sys.stderr)
+        return 2
     for problem in problems:
         print(f"ferkit: skipped {problem}", file=sys.stderr)
     if not inputs:
         print("ferkit: error: no input to process", file=sys.stderr)
         return 1
     recognizer = load(args.model, detector=args.detector, unsure_threshold=args.threshold, threads=args.threads,
-                      batch_size=args.batch_size)
+                      batch_size=args.batch_size, sha256=args.sha256)
+    note = unpinned_note(recognizer)
+    if note:
+        print(note, file=sys.stderr)
     run = Run(args, recognizer, targets)
     run.failed += len(problems)
     run.images([p for p in inputs if not is_video(p)])
