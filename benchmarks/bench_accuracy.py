@@ -30,14 +30,18 @@ RUNS = ROOT / "docs" / "results" / "runs"
 OUT = ROOT / "benchmarks" / "results" / "accuracy.json"
 TTA_MODES = ("none", "flip", "crops")
 VALIDATION, TEST = "PublicTest", "PrivateTest"
+FAST_ARCHS = ("fastnet", "mobile", "mobile_deep")  # at or under fastnet's CPU cost per face (docs/benchmarks.md)
+LADDER_PREFIX = "g"  # the runs of scripts/gpu/ladder.sh: g1_* (generation 1), g2_* (students)
 
 
 def load_runs() -> dict[str, dict[str, np.ndarray]]:
+    """Each run's saved logits, plus its architecture (from args.json) under ``arch``."""
     runs = {}
     for path in sorted(RUNS.glob("*/logits.npz")):
         with np.load(path) as z:
-            if f"{TEST}_labels" in z:
+            if f"{VALIDATION}_labels" in z:
                 runs[path.parent.name] = {k: z[k] for k in z.files}
+                runs[path.parent.name]["arch"] = json.loads((path.parent / "args.json").read_text())["arch"]
     return runs
 
 
@@ -46,27 +50,33 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 def run_table(runs: dict) -> list[dict]:
+    """One row per (run, TTA mode); PrivateTest is None for runs that saved only PublicTest."""
     rows = []
     for name, z in runs.items():
         for tta in TTA_MODES:
-            if f"{TEST}_logits_{tta}" in z:
-                rows.append({"run": name, "classes": len(z["classes"]), "tta": tta,
+            if f"{VALIDATION}_logits_{tta}" in z:
+                test = f"{TEST}_logits_{tta}"
+                rows.append({"run": name, "arch": str(z["arch"]), "classes": len(z["classes"]), "tta": tta,
                              VALIDATION: accuracy(z[f"{VALIDATION}_logits_{tta}"], z[f"{VALIDATION}_labels"]),
-                             TEST: accuracy(z[f"{TEST}_logits_{tta}"], z[f"{TEST}_labels"])})
+                             TEST: accuracy(z[test], z[f"{TEST}_labels"]) if test in z else None})
     return rows
 
 
-def best_single(rows: list[dict], n_classes: int) -> dict:
-    """The (run, TTA) with the highest PublicTest accuracy."""
-    return max((r for r in rows if r["classes"] == n_classes), key=lambda r: r[VALIDATION])
+def best_single(rows: list[dict], n_classes: int, tta: str | None = None, archs: tuple[str, ...] | None = None) -> dict:
+    """The (run, TTA) with the highest PublicTest accuracy, among one TTA mode and some architectures if given."""
+    return max((r for r in rows if r["classes"] == n_classes and tta in (None, r["tta"])
+                and (archs is None or r["arch"] in archs)), key=lambda r: r[VALIDATION])
 
 
-def best_ensemble(runs: dict, n_classes: int) -> dict:
-    """Per TTA mode: members' temperatures and weights fitted on PublicTest; the mode is chosen on PublicTest too."""
+def best_ensemble(runs: dict, n_classes: int, prefix: str = "") -> dict:
+    """Per TTA mode: members' temperatures and weights fitted on PublicTest; the mode is chosen on PublicTest too.
+
+    ``prefix``: only the runs whose name starts with it (``g`` = the ladder's generations).
+    """
     results = []
     for tta in TTA_MODES:
         members = {n: z for n, z in runs.items()
-                   if len(z["classes"]) == n_classes and f"{TEST}_logits_{tta}" in z}
+                   if n.startswith(prefix) and len(z["classes"]) == n_classes and f"{TEST}_logits_{tta}" in z}
         if len(members) < 2:
             continue
         names = sorted(members)
@@ -87,7 +97,7 @@ def onnx_table(models: list[str], modes: list[str]) -> list[dict]:
     import ferkit
     from ferkit.data import load_ferplus_split, load_split
     from ferkit.fileio import sha256_of
-    from ferkit.infer import resolve_model
+    from ferkit.weights import resolve_model
 
     rows = []
     for name in models:
@@ -108,15 +118,18 @@ def onnx_table(models: list[str], modes: list[str]) -> list[dict]:
 def markdown(rows: list[dict], keys: list[str]) -> str:
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for r in rows:
-        lines.append("| " + " | ".join(f"{r[k]:.2%}" if isinstance(r[k], float) else str(r[k]) for k in keys) + " |")
+        cells = [f"{r[k]:.2%}" if isinstance(r[k], float) else "–" if r[k] is None else str(r[k]) for k in keys]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--no-onnx", action="store_true", help="skip re-scoring the bundled ONNX models")
-    p.add_argument("--models", nargs="+", default=["default", "ferplus", "seed_cnn"])
-    p.add_argument("--tta", nargs="+", default=["none", "flip", "crops"], choices=TTA_MODES)
+    p.add_argument("--no-onnx", action="store_true", help="skip re-scoring the bundled ONNX models (default: re-score)")
+    p.add_argument("--models", nargs="+", default=["default", "fast", "ferplus", "seed_cnn"],
+                   help="bundled models to re-score (default: default fast ferplus seed_cnn)")
+    p.add_argument("--tta", nargs="+", default=["none", "flip", "crops"], choices=TTA_MODES,
+                   help="TTA modes of the re-scoring (default: none flip crops)")
     args = p.parse_args()
 
     runs = load_runs()
@@ -124,10 +137,20 @@ def main() -> None:
     result = {
         "date": date.today().isoformat(), "machine": platform.processor() or platform.machine(),
         "runs": rows,
-        "fer2013": {"best_single": best_single(rows, 7), "best_ensemble": best_ensemble(runs, 7)},
+        "fer2013": {"best_single": best_single(rows, 7), "best_ensemble": best_ensemble(runs, 7),
+                    "best_single_view": best_single(rows, 7, tta="none"),
+                    "best_fast_single_view": best_single(rows, 7, tta="none", archs=FAST_ARCHS),
+                    "ladder_ensemble": best_ensemble(runs, 7, prefix=LADDER_PREFIX)},
         "ferplus": {"best_single": best_single(rows, 8), "best_ensemble": best_ensemble(runs, 8)},
     }
-    print("## GPU runs (saved logits)\n" + markdown(rows, ["run", "classes", "tta", VALIDATION, TEST]))
+    print("## GPU runs (saved logits)\n" + markdown(rows, ["run", "arch", "classes", "tta", VALIDATION, TEST]))
+    for key in ("best_single_view", "best_fast_single_view"):
+        r = result["fer2013"][key]
+        test = "saved no PrivateTest logits: see the bundled re-scoring" if r[TEST] is None else f"{r[TEST]:.2%}"
+        print(f"\nfer2013 {key} (chosen on {VALIDATION}): {r['run']} ({r['arch']}) -> {TEST} {test}")
+    ladder = result["fer2013"]["ladder_ensemble"]
+    print(f"fer2013 ladder ensemble (chosen on {VALIDATION}): tta={ladder['tta']} {ladder['members']} "
+          f"-> {TEST} {ladder[TEST]:.2%}")
     for dataset in ("fer2013", "ferplus"):
         single, ens = result[dataset]["best_single"], result[dataset]["best_ensemble"]
         print(f"\n{dataset}: best single (chosen on {VALIDATION}): {single['run']} tta={single['tta']} "

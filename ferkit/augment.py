@@ -8,7 +8,7 @@ never leaves the device and the loader is never the bottleneck. ``mix_batch`` ad
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -23,9 +23,6 @@ class AugmentConfig:
     brightness: float = 0.25   # additive, in [0, 1] intensity units
     contrast: float = 0.25     # multiplicative around the image mean
     erase: float = 0.25        # probability of erasing one random rectangle
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 NO_AUGMENT = AugmentConfig(0.0, 0.0, 0.0, False, 0.0, 0.0, 0.0)

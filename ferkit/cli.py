@@ -12,7 +12,6 @@ import importlib
 import sys
 
 from .errors import FerkitError
-from .settings import CACHE_ENV, cache_dir
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("ferkit.predict_cmd", "find faces and their emotions in images, folders and videos"),
@@ -24,29 +23,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("ferkit.export", "export a trained checkpoint to ONNX, verified against PyTorch"),
     "ensemble": ("ferkit.ensemble", "average trained models' probabilities: the teacher file of distillation "
                                     "(needs ferkit[train])"),
+    "serve": ("ferkit.service", "a REST service for predictions, FastAPI + uvicorn (needs ferkit[serve])"),
 }
-
-
-# The commands that read FER2013 through the dataset cache ($FERKIT_CACHE).
-CACHED_DATA_COMMANDS = ("data", "train", "evaluate", "export", "ensemble")
 
 
 def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
     return "usage: ferkit COMMAND [options]   (ferkit COMMAND --help for its options)\n\ncommands:\n" + "\n".join(lines)
-
-
-def cache_problem() -> str | None:
-    """Why the dataset cache folder cannot be used (a file stands where it or a parent folder should be), or None."""
-    folder = cache_dir()
-    for path in (folder, *folder.parents):
-        if path.exists():
-            if path.is_dir():
-                return None
-            return (f"the cache folder {folder} cannot be made: {path} is a file (set {CACHE_ENV} to a folder, "
-                    "or unset it)")
-    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,10 +49,6 @@ def main(argv: list[str] | None = None) -> int:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         print(f"ferkit: error: unknown command {command!r}{hint}\n{usage()}", file=sys.stderr)
         return 2
-    problem = cache_problem() if command in CACHED_DATA_COMMANDS else None
-    if problem:
-        print(f"ferkit: error: {problem}", file=sys.stderr)
-        return 1
     try:
         module = importlib.import_module(COMMANDS[command][0])
     except ImportError as e:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import sys
 import tarfile
 import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +20,19 @@ import cv2
 import numpy as np
 
 from .errors import DataError
-from .fileio import atomic_open
+from .fileio import atomic_open, sha256_of
 from .labels import EMOTIONS, FERPLUS_EMOTIONS, FERPLUS_VOTE_COLUMNS, SPLITS
-from .settings import cache_dir, data_dir
+from .settings import cache_dir, cache_dir_problem, data_dir
 
 IMAGE_SIZE = 48
 FERPLUS_CSV = "fer2013new.csv"
+# The archives of ../shared/data/fer2013 (its README.md): sizes and SHA-256, checked when a split is first decoded.
+SPLIT_SIZES = {"Training": 28709, "PublicTest": 3589, "PrivateTest": 3589}
+KNOWN_TARS = {
+    "Training": "93df8eef2df8675efabcf4b74c7d853d6452abc35ef47f6bff7e2f009e9c2d24",
+    "PublicTest": "f29b72ee20833da5ab4a11ac4988c4c5c40d8873a36ad8ec804e573945590f81",
+    "PrivateTest": "79fa7640b79f946963125879f3763a10b467ffdb2763b52525055c0baf417cc6",
+}
 _FIX_HINT = "set FERKIT_DATA or pass --data to the folder that holds Training.tar.gz, PublicTest.tar.gz, PrivateTest.tar.gz"
 
 
@@ -67,6 +76,9 @@ def _tar_path(split: str, root: Path) -> Path:
 
 
 def _cache_file(source: Path, tag: str) -> Path:
+    problem = cache_dir_problem(cache_dir())
+    if problem:
+        raise DataError(problem)
     stat = source.stat()
     key = hashlib.sha256(f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{tag}".encode()).hexdigest()[:16]
     return cache_dir() / f"{source.stem.split('.')[0]}-{key}.npz"
@@ -80,17 +92,33 @@ def decode_gray(data: bytes, where: str) -> np.ndarray:
     return image
 
 
-def _read_tar(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _read_members(path: Path) -> list[tuple[str, bytes]]:
+    """Every file member of the tar, read to the archive's end so that gzip checks its CRC: a damaged copy is
+    refused instead of silently giving fewer or altered faces."""
     members: list[tuple[str, bytes]] = []
     try:
         with tarfile.open(path) as tf:
             for m in tf:
                 if m.isfile():
                     members.append((m.name, tf.extractfile(m).read()))
-    except (tarfile.TarError, OSError, EOFError) as e:
+            while tf.fileobj.read(1 << 20):  # the rest of the stream: gzip verifies its CRC and length at the end
+                pass
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         raise DataError(f"cannot read {path}: {e} (the archive is corrupt or truncated; copy it again)") from e
     if not members:
         raise DataError(f"{path} holds no images: the archive is empty or not a FER2013 split")
+    return members
+
+
+def _check_known(path: Path, split: str, n: int) -> None:
+    """Warn (one line) when the tar is not the FER2013 file ferkit knows: a user's own subset still loads."""
+    if sha256_of(path) != KNOWN_TARS.get(split):
+        print(f"ferkit: warning: {path} is not the FER2013 {split} archive ferkit knows (SHA-256 differs): read "
+              f"{n} faces, the original has {SPLIT_SIZES[split]}", file=sys.stderr)
+
+
+def _read_tar(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    members = _read_members(path)
 
     def parse(item: tuple[str, bytes]) -> tuple[int, int, np.ndarray]:
         name, data = item
@@ -105,6 +133,8 @@ def _read_tar(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     with ThreadPoolExecutor() as pool:
         parsed = sorted(pool.map(parse, members), key=lambda t: t[0])
     rows = np.array([p[0] for p in parsed], np.int64)
+    if len(np.unique(rows)) != len(rows):
+        raise DataError(f"{path} holds the same fer2013.csv row twice: the archive is not a FER2013 split")
     labels = np.array([p[1] for p in parsed], np.int64)
     images = np.stack([p[2] for p in parsed])
     return images, labels, rows
@@ -121,6 +151,7 @@ def load_split(split: str, data: str | Path | None = None, cache: bool = True) -
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             cached.unlink(missing_ok=True)  # a broken cache is rebuilt, never trusted
     images, labels, rows = _read_tar(path)
+    _check_known(path, split, len(rows))
     if cache:
         with atomic_open(cached, "wb") as f:
             np.savez(f, images=images, labels=labels, rows=rows)
@@ -147,6 +178,9 @@ def read_ferplus_votes(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.nda
         if header != expected:
             raise DataError(f"{path} is not a FER+ votes file: header {header} != {expected}")
         for line_no, rec in enumerate(reader, start=2):
+            if len(rec) != len(expected):
+                raise DataError(f"{path}:{line_no}: {len(rec)} columns where {len(expected)} are expected "
+                                "(the file is truncated or damaged; copy it again)")
             try:
                 counts = [int(x) for x in rec[2:12]]
             except (ValueError, IndexError) as e:

@@ -43,12 +43,15 @@ from . import __version__
 from .calibration import (
     ECE_BINS,
     TEMPERATURE_BOUNDS,
+    UNSURE_RULE,
+    temperature_at_bound,
     ReliabilityBins,
     expected_calibration_error,
     fit_temperature,
     negative_log_likelihood,
     reliability_bins,
     softmax,
+    unsure_summary,
 )
 from .errors import DataError, ModelError
 from .fileio import atomic_open, atomic_path, sha256_of, write_text
@@ -58,6 +61,7 @@ from .tta import TTA_MODES
 ENSEMBLE_STEP = 0.05  # weights are multiples of this (20 greedy picks)
 PROGRESS_CHUNK = 1024  # faces per progress-bar step; the Recognizer batches within it
 CALIBRATION_SPLIT = "PublicTest"
+FOLDER_SPLIT = "folder"  # the split name of --data-folder faces
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
 CONFUSION_PNG = "confusion_matrix.png"
@@ -90,8 +94,9 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray, classes: Seque
         labels, predicted, labels=class_ids, zero_division=0)
     aucs = _per_class_auc(probs, labels)
     averages = {}
+    seen = np.union1d(labels, predicted)  # averages over the classes in play, not the ones a folder lacks
     for average in ("macro", "weighted"):
-        p, r, f, _ = precision_recall_fscore_support(labels, predicted, labels=class_ids, average=average,
+        p, r, f, _ = precision_recall_fscore_support(labels, predicted, labels=seen, average=average,
                                                      zero_division=0)
         averages[average] = {"precision": float(p), "recall": float(r), "f1": float(f)}
     defined = [k for k, a in enumerate(aucs) if a is not None]
@@ -197,12 +202,18 @@ def plot_reliability(panels: dict[str, np.ndarray], labels: np.ndarray, path: st
 
 
 def _calibration_section(logits: np.ndarray, labels: np.ndarray, calibration_logits: np.ndarray,
-                         calibration_labels: np.ndarray, fitted_on: str) -> tuple[dict, np.ndarray]:
-    temperature = fit_temperature(calibration_logits, calibration_labels)
+                         calibration_labels: np.ndarray, fitted_on: str, temperature: float | None = None,
+                         note: str = "") -> tuple[dict, np.ndarray]:
+    """ECE/NLL before and after temperature scaling; T fitted on the calibration data unless ``temperature`` is given."""
+    fitted = temperature is None
+    if fitted:
+        temperature = fit_temperature(calibration_logits, calibration_labels)
     before, after = softmax(logits), softmax(logits, temperature)
     return {
         "temperature": temperature,
-        "temperature_at_search_bound": bool(np.isclose(temperature, TEMPERATURE_BOUNDS, rtol=1e-3).any()),
+        "temperature_fitted": fitted,
+        "temperature_note": note,
+        "temperature_at_search_bound": fitted and temperature_at_bound(temperature),
         "fitted_on": fitted_on,
         "fitted_on_n": int(len(calibration_labels)),
         "ece_before": expected_calibration_error(before, labels),
@@ -214,6 +225,18 @@ def _calibration_section(logits: np.ndarray, labels: np.ndarray, calibration_log
 
 def _fmt(value: float | None, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _unsure_lines(unsure: dict | None) -> list[str]:
+    if not unsure:
+        return []
+    pct = lambda v: "n/a" if v is None else f"{100 * v:.1f} %"  # noqa: E731
+    return ["", "## Sure and unsure answers", "",
+            f"Threshold **{unsure['threshold']:.2f}** (the model's; rule: {unsure['rule']}).", "",
+            "| | faces | share | accuracy |", "| --- | ---: | ---: | ---: |",
+            f"| sure (top probability >= {unsure['threshold']:.2f}) | {unsure['n_sure']} | {pct(unsure['coverage'])} | "
+            f"{pct(unsure['accuracy_sure'])} |",
+            f"| unsure | {unsure['n_unsure']} | {pct(1 - unsure['coverage'])} | {pct(unsure['accuracy_unsure'])} |"]
 
 
 def _markdown(metrics: dict, title: str) -> str:
@@ -240,9 +263,11 @@ def _markdown(metrics: dict, title: str) -> str:
     lines += ["", "## Calibration", ""]
     if calibration:
         same = " (the evaluated split itself)" if calibration["fitted_on"] == run.get("split") else ""
-        lines += [f"Temperature **T = {calibration['temperature']:.4f}** fitted on {calibration['fitted_on']}"
-                  f"{same} ({calibration['fitted_on_n']} faces), applied to this split; the metrics above use "
-                  "the calibrated probabilities softmax(logits / T).", "",
+        how = (f"fitted on {calibration['fitted_on']}{same} ({calibration['fitted_on_n']} faces)"
+               if calibration.get("temperature_fitted", True) else f"the model's own, not fitted here: "
+               f"{calibration['temperature_note']}")
+        lines += [f"Temperature **T = {calibration['temperature']:.4f}** {how}, applied to this split; the metrics "
+                  "above use the calibrated probabilities softmax(logits / T).", "",
                   "| | ECE | NLL |", "| --- | ---: | ---: |",
                   f"| before (T = 1) | {calibration['ece_before']:.4f} | {calibration['nll_before']:.4f} |",
                   f"| after (T = {calibration['temperature']:.3f}) | {calibration['ece_after']:.4f} | "
@@ -252,6 +277,7 @@ def _markdown(metrics: dict, title: str) -> str:
                           "(almost) no information about the labels, or the calibration split is degenerate."]
     else:
         lines.append("No calibration split given: the probabilities are reported as the model gave them.")
+    lines += _unsure_lines(metrics.get("unsure"))
     lines += ["", "## Figures", "",
               f"![confusion matrix]({CONFUSION_PNG})", "", f"![ROC curves]({ROC_PNG})", "",
               f"![reliability diagram]({RELIABILITY_PNG})", "",
@@ -262,13 +288,17 @@ def _markdown(metrics: dict, title: str) -> str:
 def evaluation_report(probs: np.ndarray | None, labels: np.ndarray, classes: Sequence[str],
                       out_dir: str | os.PathLike, *, title: str, logits: np.ndarray | None = None,
                       calibration_logits: np.ndarray | None = None, calibration_labels: np.ndarray | None = None,
-                      calibration_split: str = CALIBRATION_SPLIT, extra: dict | None = None) -> dict:
+                      calibration_split: str = CALIBRATION_SPLIT, extra: dict | None = None,
+                      unsure_threshold: float | None = None, temperature: float | None = None,
+                      temperature_note: str = "") -> dict:
     """Write ``metrics.json``, ``report.md`` and the PNGs into ``out_dir``; return the metrics dict.
 
     ``probs`` are the model's probabilities, or None when ``logits`` are given (probs = softmax(logits)).
     With ``logits`` and calibration logits/labels, a temperature is fitted on the calibration data and
     the metrics are computed on softmax(logits / T), with ECE/NLL before and after under ``calibration``.
     ``extra`` (model, SHA-256, split, TTA, command...) is stored under ``run`` and heads the report.
+    ``unsure_threshold`` (the model's) adds the coverage and accuracy of its sure and unsure answers.
+    ``temperature``: use this T instead of fitting one (a split too small to calibrate on), said in the report.
     """
     labels = np.asarray(labels, np.int64)
     if probs is None:
@@ -280,12 +310,15 @@ def evaluation_report(probs: np.ndarray | None, labels: np.ndarray, classes: Seq
     calibration = None
     if logits is not None and calibration_logits is not None and calibration_labels is not None:
         calibration, calibrated = _calibration_section(logits, labels, calibration_logits,
-                                                       np.asarray(calibration_labels, np.int64), calibration_split)
+                                                       np.asarray(calibration_labels, np.int64), calibration_split,
+                                                       temperature, temperature_note)
         panels = {"before (T = 1)": probs, f"after (T = {calibration['temperature']:.3f})": calibrated}
         probs = calibrated
     metrics = classification_metrics(probs, labels, classes)
     if calibration:
         metrics["calibration"] = calibration
+    if unsure_threshold is not None:
+        metrics["unsure"] = unsure_summary(probs, labels, unsure_threshold) | {"rule": UNSURE_RULE}
     run = dict(extra or {})
     run.setdefault("date", dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     metrics["run"] = run
@@ -439,6 +472,20 @@ def _load_faces(split: str, classes: tuple[str, ...], args: argparse.Namespace):
     return faces
 
 
+def folder_faces(root: str, recognizer) -> tuple[np.ndarray, np.ndarray]:
+    """A user's labelled folder DIR/<class>/*: faces detected and cropped as the model frames them, labels as
+    indices of the model's classes. A class folder the model does not know is a DataError naming it."""
+    from .userdata import load_face_folder
+
+    faces = load_face_folder(root, size=recognizer.meta["input_size"], margin=recognizer.meta["face_margin"])
+    unknown = [c for c in faces.classes if c not in recognizer.classes]
+    if unknown:
+        raise DataError(f"{root} has class folders the model does not predict: {', '.join(unknown)} "
+                        f"(it predicts {', '.join(recognizer.classes)})")
+    order = np.array([list(recognizer.classes).index(c) for c in faces.classes])
+    return faces.images, order[faces.labels]
+
+
 def onnx_sources(models: Sequence[str], splits: Sequence[str], args: argparse.Namespace) -> list[LogitsSource]:
     """Logits of each model (bundled name or .onnx path) on ``splits``, through the Recognizer."""
     from . import infer  # onnxruntime loads here, not when the report functions are imported
@@ -449,7 +496,11 @@ def onnx_sources(models: Sequence[str], splits: Sequence[str], args: argparse.Na
         if tuple(recognizer.classes) != classes:
             raise ModelError(f"ensemble members disagree on classes: {models[0]} has {', '.join(classes)}, "
                              f"{model} has {', '.join(recognizer.classes)}")
-    faces = {split: _load_faces(split, classes, args) for split in splits}
+    if args.data_folder:
+        images, labels = folder_faces(args.data_folder, loaded[0])
+        faces = {FOLDER_SPLIT: argparse.Namespace(images=images, labels=labels)}
+    else:
+        faces = {split: _load_faces(split, classes, args) for split in splits}
     sources = []
     for model, recognizer in zip(models, loaded):
         path = Path(recognizer.source)
@@ -460,7 +511,8 @@ def onnx_sources(models: Sequence[str], splits: Sequence[str], args: argparse.Na
                     for split, f in faces.items()},
             labels={split: f.labels for split, f in faces.items()},
             info={"model_file": str(path), "tta": args.tta, "dataset": _dataset_name(classes, args),
-                  "temperature_in_model": recognizer.temperature},
+                  "temperature_in_model": recognizer.temperature,
+                  "unsure_threshold_in_model": recognizer.unsure_threshold},
         ))
     return sources
 
@@ -484,6 +536,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="split to report on (default: PrivateTest)")
     parser.add_argument("--tta", default="none", choices=TTA_MODES, help="test-time augmentation (default: none)")
     parser.add_argument("--data", help="FER2013 folder (default: $FERKIT_DATA or ../shared/data/fer2013)")
+    parser.add_argument("--data-folder", metavar="DIR",
+                        help="evaluate on your own labelled images DIR/<class>/*.jpg instead of a FER2013 split "
+                             "(faces found and cropped as at inference; no calibration fitted) (default: none)")
     parser.add_argument("--out", help="report folder (default: runs/eval/<model>-<split>[-<tta>])")
     parser.add_argument("--ferplus", action="store_true",
                         help="use FER+ labels (automatic when the model's classes include contempt)")
@@ -496,6 +551,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.data_folder:
+        if args.ensemble or args.probs:
+            parser.error("--data-folder evaluates one model (MODEL), not --ensemble or --probs")
+        args.split, args.calibrate_on = FOLDER_SPLIT, "none"
     given = [name for name in ("model", "ensemble", "probs") if getattr(args, name)]
     if len(given) > 1:
         parser.error("give one of MODEL, --ensemble A.onnx B.onnx ..., --probs FILE.npz")
@@ -596,7 +655,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics = evaluation_report(
         None, first.labels[args.split], first.classes, out, title=f"{name} on {args.split}", logits=logits,
         calibration_logits=calibration_logits, calibration_split=calibrate_on or CALIBRATION_SPLIT,
-        calibration_labels=first.labels[calibrate_on] if calibrate_on else None, extra=run)
+        calibration_labels=first.labels[calibrate_on] if calibrate_on else None, extra=run,
+        unsure_threshold=first.info.get("unsure_threshold_in_model") if len(sources) == 1 else None)
     print(_summary(metrics, out))
     return 0
 

@@ -29,7 +29,7 @@ from .meta import ModelMeta, check_meta
 from .preprocess import face_stack, to_model_input
 from .results import FaceResult, ImageResult, face_result, scaled_box
 from .tta import TTA_MODES, tta_views
-from .weights import model_file, resolve_model  # noqa: F401 (resolve_model: benchmarks import it from here)
+from .weights import model_file
 
 META_PROPERTY = "ferkit"
 BATCH_SIZE = 64           # faces per ONNX Runtime call

@@ -34,3 +34,14 @@ def cache_dir() -> Path:
         return Path(os.environ[CACHE_ENV]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "ferkit"
+
+
+def cache_dir_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot hold the cache (a file stands where it or a parent folder should be), or None."""
+    for path in (folder, *folder.parents):
+        if path.exists():
+            if path.is_dir():
+                return None
+            return (f"the cache folder {folder} cannot be made: {path} is a file (set {CACHE_ENV} to a folder, "
+                    "or unset it)")
+    return None

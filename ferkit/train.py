@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .augment import AUGMENTS, augment_batch, mix_batch
-from .calibration import fit_temperature
+from .calibration import MIN_FIT_FACES, TEMPERATURE_BOUNDS, fit_temperature, fit_unsure_threshold, softmax
 from .checkpoint import clean_stale_temps, load_checkpoint, read_checkpoint, save_checkpoint
 from .data import (FERPLUS_CSV, FaceSet, ferplus_votes_as_fer2013, load_ferplus_split, load_split,
                    read_ferplus_votes)
@@ -69,7 +69,7 @@ RECIPES: dict[str, dict] = {
                      warmup_epochs=1, label_smoothing=0.1, mixup_alpha=0.0, aug="default", balance="loss"),
 }
 DEFAULT_ARCH = "vgg"
-UNSURE_THRESHOLD = 0.4  # stored in new models; a fine-tuned model keeps its parent's
+UNSURE_THRESHOLD = 0.4  # a new model's until finish() fits one (calibration.UNSURE_RULE); a fine-tuned one starts from its parent's
 AUX_WEIGHT = 0.5  # weight of the auxiliary FER+ head's loss
 # What a fine-tuned model inherits from the checkpoint it starts from: how its faces are framed and scaled.
 INHERITED_META = ("input_size", "channels", "mean", "std", "face_margin", "unsure_threshold")
@@ -112,6 +112,7 @@ class TrainConfig:
     subset: int | None = None
     device: str | None = None
     compile: bool = False
+    compile_mode: str = "default"
     time_limit: float | None = None
     no_resume: bool = False
     name: str | None = None
@@ -184,6 +185,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="use only N training and N validation faces, for smoke tests (default: all)")
     p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (default: off)")
+    p.add_argument("--compile-mode", default="default", choices=["default", "reduce-overhead", "max-autotune"],
+                   help="torch.compile mode with --compile; reduce-overhead replays CUDA graphs (default: default)")
     p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                    help="fit the run into this wall time: from the third epoch on, lower --epochs (and the "
                         "cosine schedule with it) to what the measured epoch time allows; the final value is "
@@ -761,7 +764,7 @@ def wrap(state: TrainState) -> None:
         ids = [state.rt.device.index] if state.rt.device.type == "cuda" else None
         state.model = torch.nn.parallel.DistributedDataParallel(state.net, device_ids=ids)
     if state.cfg.compile:
-        state.model = torch.compile(state.model)
+        state.model = torch.compile(state.model, mode=state.cfg.compile_mode)
 
 
 def fit(state: TrainState, data: TrainData, out: Path, val_split: str) -> None:
@@ -832,9 +835,28 @@ def run(cfg: TrainConfig, rt: Runtime, parent, out: Path) -> None:
         finish(out, cfg, held_out, rt.device)
 
 
+def calibrate(meta: dict, logits: np.ndarray, labels: np.ndarray, split: str) -> str:
+    """Fit the temperature and the unsure threshold of ``meta`` on single-view validation logits (in place).
+
+    A validation part too small to calibrate on (a fine-tuning folder of a few faces) keeps the values the
+    model already has (the parent's, or T = 1): a T fitted on 6 faces makes a model claim 100 % on wrong
+    answers. Returns a sentence for the summary saying which happened.
+    """
+    n = len(labels)
+    temperature = fit_temperature(logits, labels) if n >= MIN_FIT_FACES else None
+    if temperature is None or temperature <= TEMPERATURE_BOUNDS[0] * 1.001:  # at the lower bound: overconfident
+        why = (f"{split} has {n} faces, fewer than the {MIN_FIT_FACES} needed" if temperature is None
+               else f"the fit on {split} stopped at its lower bound ({temperature:.3f})")
+        return f"kept T = {meta['temperature']:.3f} and unsure below {meta['unsure_threshold']:.2f}: {why}"
+    meta["temperature"] = temperature
+    meta["unsure_threshold"] = fit_unsure_threshold(softmax(logits, temperature), labels)
+    return f"fitted on {split} ({n} faces, single view)"
+
+
 def finish(out: Path, cfg: TrainConfig, held_out: dict[str, FaceSet], device: torch.device) -> None:
-    """Logits of the best epoch on every held-out split and TTA mode (logits.npz), the evaluation report of the
-    validation split (<out>/report/) and the temperature fitted on it, stored in best.pt."""
+    """Logits of the best epoch on every held-out split and TTA mode (logits.npz), the temperature and unsure
+    threshold fitted on the validation split and stored in best.pt, and the evaluation report of that split
+    (<out>/report/)."""
     model, meta = load_checkpoint(out / "best.pt")
     model = model.to(device, memory_format=torch.channels_last)
     arrays: dict[str, np.ndarray] = {"classes": np.array(meta["classes"])}
@@ -848,23 +870,29 @@ def finish(out: Path, cfg: TrainConfig, held_out: dict[str, FaceSet], device: to
     with atomic_path(out / "logits.npz") as tmp:
         np.savez_compressed(tmp, **arrays)
 
-    # Calibrated on the validation split itself: the only held-out faces a --data-folder run has.
+    # The Recognizer predicts one view by default: calibrated on the validation logits without TTA.
     split = next(iter(held_out))
-    logits, labels = arrays[f"{split}_logits_{cfg.eval_tta}"], arrays[f"{split}_labels"]
-    evaluation_report(
-        None, labels, meta["classes"], out / "report", title=f"{meta['name']} on {split} (TTA {cfg.eval_tta})",
-        logits=logits, calibration_logits=logits, calibration_labels=labels, calibration_split=split,
-        extra={"model": str(out / "best.pt"), "arch": meta["arch"], "split": split, "tta": cfg.eval_tta,
-               "settings": str(out / "args.json")})
-    # The Recognizer predicts one view by default: its temperature is fitted on the logits without TTA.
-    meta["temperature"] = fit_temperature(arrays[f"{split}_logits_none"], labels)
+    labels = arrays[f"{split}_labels"]
+    calibration = calibrate(meta, arrays[f"{split}_logits_none"], labels, split)
     ckpt = read_checkpoint(out / "best.pt")
     ckpt["meta"] = meta
     save_checkpoint(out / "best.pt", ckpt)
+    fitted = calibration.startswith("fitted")
+    evaluation_report(
+        None, labels, meta["classes"], out / "report", title=f"{meta['name']} on {split} (TTA {cfg.eval_tta})",
+        logits=arrays[f"{split}_logits_{cfg.eval_tta}"], calibration_logits=arrays[f"{split}_logits_none"],
+        calibration_labels=labels, calibration_split=split, unsure_threshold=meta["unsure_threshold"],
+        temperature=None if fitted else meta["temperature"], temperature_note="" if fitted else calibration,
+        extra={"model": str(out / "best.pt"), "arch": meta["arch"], "split": split, "tta": cfg.eval_tta,
+               "settings": str(out / "args.json")})
 
-    summary |= {"temperature": meta["temperature"], "report": str(out / "report")}
+    summary |= {"temperature": meta["temperature"], "unsure_threshold": meta["unsure_threshold"],
+                "calibration": calibration, "report": str(out / "report"),
+                "next": f"ferkit export {out / 'best.pt'} --out {out / (meta['name'] + '.onnx')}"}
     write_text(out / "summary.json", json.dumps(summary, indent=1))
     print("summary " + json.dumps(summary), flush=True)
+    print(f"calibration: {calibration}\nnext: {summary['next']}   (then: ferkit predict --model "
+          f"{out / (meta['name'] + '.onnx')} photo.jpg)", flush=True)
 
 
 if __name__ == "__main__":  # torchrun ... -m ferkit.train: errors read as they do through `ferkit train`

@@ -1,77 +1,93 @@
-"""Turn trained checkpoints into the models that ship inside the package.
+"""Turn trained runs into the models that ship inside the package.
 
-For each (name, checkpoint, logits) it fits the calibration temperature and the "unsure"
-threshold on PublicTest (never on PrivateTest), exports the ONNX model verified against PyTorch on
-the whole of PublicTest, copies the float16 checkpoint (for `ferkit train --from NAME`) and records
-both SHA-256s in ferkit/weights/manifest.json.
+For each NAME=RUN it fits, on PublicTest only (never on PrivateTest), the calibration temperature
+(single view, the way the Recognizer predicts) and the "unsure" threshold (calibration.UNSURE_RULE);
+writes the float16 checkpoint ``weights/NAME.pt`` (for `ferkit train --from NAME`) and the ONNX model
+``weights/NAME.onnx`` verified against PyTorch on the whole of PublicTest; records both SHA-256s in
+``weights/manifest.json``; and writes the model's evaluation report on PrivateTest into
+``weights/reports/NAME/`` with `ferkit evaluate` (ONNX Runtime, CPU).
 
-    python scripts/ship_models.py default=runs/fast_kd2 ferplus=runs/fp_fast_kd seed_cnn=runs/seed_cnn
+    python scripts/ship_models.py default=runs/ladder/g2_vgg_c fast=runs/ship/fast
+    python scripts/ship_models.py seed_cnn ferplus        # a bare name: only its report (and manifest accuracy)
 
-Each run folder holds weights.pt and logits.npz as `scripts/gpu/common.sh` packs them.
+Each run folder holds weights.pt (scripts/gpu/pack_runs.py) and logits.npz (`ferkit train`), and
+optionally gpu_call.txt, the command that trained it.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from ferkit.calibration import fit_temperature, softmax
-from ferkit.data import load_split
-from ferkit.export import export_onnx, load_checkpoint, verify_onnx, MAX_PROB_DIFF
+from ferkit.calibration import UNSURE_RULE, fit_temperature, fit_unsure_threshold, softmax
+from ferkit.checkpoint import load_checkpoint, pack, read_checkpoint, save_checkpoint
+from ferkit.data import load_ferplus_split, load_split
+from ferkit.evaluate import main as evaluate_main
+from ferkit.export import MAX_PROB_DIFF, export_onnx, sidecar_path, verify_onnx
 from ferkit.fileio import sha256_of, write_text
+from ferkit.meta import check_meta
 from ferkit.settings import WEIGHTS_DIR
 
 CALIBRATION_TTA = "none"  # the Recognizer's default
+REPORT_SPLIT = "PrivateTest"
 
 
-def unsure_threshold(probs: np.ndarray, labels: np.ndarray) -> float:
-    """The highest confidence below which the model is wrong more often than right on PublicTest."""
-    confidence = probs.max(1)
-    correct = probs.argmax(1) == labels
-    best = 0.0
-    for t in np.arange(0.20, 0.80, 0.01):
-        below = confidence < t
-        if below.sum() >= 20 and correct[below].mean() < 0.5:
-            best = float(t)
-    return round(best, 2)
-
-
-def ship(name: str, run: Path, manifest: dict) -> None:
+def fitted_meta(name: str, run: Path, meta: dict) -> dict:
+    """The run's metadata with the shipped name, and temperature and unsure threshold fitted on PublicTest."""
     with np.load(run / "logits.npz") as z:
         logits, labels = z[f"PublicTest_logits_{CALIBRATION_TTA}"], z["PublicTest_labels"]
     temperature = fit_temperature(logits, labels)
-    threshold = unsure_threshold(softmax(logits, temperature), labels)
-    onnx_path = export_onnx(run / "weights.pt", WEIGHTS_DIR / f"{name}.onnx",
-                            {"name": name, "temperature": temperature, "unsure_threshold": threshold})
-    model, meta = load_checkpoint(run / "weights.pt")
-    meta = {**meta, "temperature": temperature}
-    diff = verify_onnx(model, onnx_path, load_split("PublicTest").images, meta)
-    assert diff <= MAX_PROB_DIFF, f"{name}: ONNX differs from PyTorch by {diff:.2e}"
+    threshold = fit_unsure_threshold(softmax(logits, temperature), labels)
+    trained_by = (run / "gpu_call.txt").read_text().strip() if (run / "gpu_call.txt").exists() else ""
+    provenance = {**meta.get("provenance", {}), "run": run.name, "trained_by": trained_by,
+                  "calibrated_on": "PublicTest, single view", "unsure_rule": UNSURE_RULE}
+    return check_meta({**meta, "name": name, "temperature": temperature, "unsure_threshold": threshold,
+                       "provenance": provenance}, str(run))
+
+
+def ship(name: str, run: Path, manifest: dict) -> None:
+    ckpt = read_checkpoint(run / "weights.pt")
+    meta = fitted_meta(name, run, ckpt["meta"])
     checkpoint = WEIGHTS_DIR / f"{name}.pt"
-    shutil.copyfile(run / "weights.pt", checkpoint)
-    onnx_path.with_name(onnx_path.name + ".sha256").unlink(missing_ok=True)  # the manifest holds the checksum
+    save_checkpoint(checkpoint, pack(ckpt, meta))
+    onnx_path = export_onnx(checkpoint, WEIGHTS_DIR / f"{name}.onnx")
+    sidecar_path(onnx_path).unlink(missing_ok=True)  # the manifest holds the checksum
+    model, meta = load_checkpoint(checkpoint)
+    faces = (load_ferplus_split if "contempt" in meta["classes"] else load_split)("PublicTest").images
+    diff = verify_onnx(model, onnx_path, faces, meta)
+    assert diff <= MAX_PROB_DIFF, f"{name}: ONNX differs from PyTorch by {diff:.2e}"
     manifest["models"][name] = {
         "file": onnx_path.name, "sha256": sha256_of(onnx_path),
         "checkpoint": checkpoint.name, "checkpoint_sha256": sha256_of(checkpoint),
         "arch": meta["arch"], "classes": meta["classes"], "report": f"reports/{name}",
-        "trained_by": (run / "gpu_call.txt").read_text().strip() if (run / "gpu_call.txt").exists() else "",
+        "trained_by": meta["provenance"]["trained_by"],
     }
-    print(f"{name}: {meta['arch']} T={temperature:.3f} unsure<{threshold} max|Δprob|={diff:.1e} "
-          f"{onnx_path.stat().st_size / 1e6:.2f} MB")
+    print(f"{name}: {meta['arch']} T={meta['temperature']:.3f} unsure<{meta['unsure_threshold']} "
+          f"max|Δprob|={diff:.1e} {onnx_path.stat().st_size / 1e6:.2f} MB")
+
+
+def write_report(name: str, manifest: dict) -> None:
+    """`ferkit evaluate NAME --split PrivateTest` into weights/reports/NAME; its accuracy goes into the manifest."""
+    out = WEIGHTS_DIR / manifest["models"][name]["report"]
+    evaluate_main([name, "--split", REPORT_SPLIT, "--out", str(out)])
+    metrics = json.loads((out / "metrics.json").read_text())
+    manifest["models"][name]["accuracy"] = {"split": REPORT_SPLIT, "tta": "none", "value": metrics["accuracy"]}
 
 
 def main(pairs: list[str]) -> None:
     manifest_path = WEIGHTS_DIR / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     manifest.setdefault("models", {})
-    for pair in pairs:
-        name, run = pair.split("=", 1)
-        ship(name, Path(run), manifest)
-    write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
+    for pair in pairs:  # NAME=RUN ships and reports; a bare NAME only rewrites the report of a shipped model
+        name, _, run = pair.partition("=")
+        if run:
+            ship(name, Path(run), manifest)
+            write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
+        write_report(name, manifest)
+        write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def test_bench_infer_quick(tmp_path):
     assert report["quick"] is True
     assert {"cpu", "usable_cpus", "onnxruntime", "torch"} <= set(report["machine"])
     [model] = report["models"]
-    assert model["label"] == "default (fastnet)" and model["note"] == "shipped weights"
+    assert model["label"] == f"default ({model['arch']})" and model["note"] == "shipped weights"
     latency = model["latency"]
     for engine in ("onnxruntime", "pytorch", "predict_faces"):
         assert 0 < latency[engine]["median_ms"] <= latency[engine]["p90_ms"]

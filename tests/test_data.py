@@ -305,3 +305,47 @@ def test_faceset_subset_and_counts():
     assert faces.counts().tolist() == [1, 0, 0, 2, 0, 0, 1]
     part = faces.subset(np.array([False, True, False, True]))
     assert part.labels.tolist() == [3, 6] and part.sources == ["b", "d"] and part.rows.tolist() == [1, 3]
+
+
+def flip_byte(path, offset: int) -> None:
+    blob = bytearray(path.read_bytes())
+    blob[offset] ^= 0x10
+    path.write_bytes(bytes(blob))
+
+
+@pytest.mark.parametrize("where", [0.3, 0.6, 0.9])
+def test_one_flipped_byte_is_refused_and_never_cached(tiny_fer_dir, tmp_path, where):
+    """gzip's CRC is checked at the end of the stream: the archive is read to its end, so no short or altered split."""
+    tar = tiny_fer_dir / "PublicTest.tar.gz"
+    flip_byte(tar, int(tar.stat().st_size * where))
+    with pytest.raises(DataError, match=re.escape(str(tar)) + r".*corrupt or truncated"):
+        load_split("PublicTest", tiny_fer_dir)
+    assert not list((tmp_path / "cache").glob("PublicTest-*.npz"))
+
+
+def test_a_real_split_with_one_flipped_byte_is_refused(fer_data, tmp_path):
+    copy = tmp_path / "fer2013"
+    copy.mkdir()
+    (copy / "PublicTest.tar.gz").write_bytes((fer_data / "PublicTest.tar.gz").read_bytes())
+    flip_byte(copy / "PublicTest.tar.gz", 1_000_000)  # once gave the same 3589 faces, one of them altered
+    with pytest.raises(DataError, match="CRC check failed"):
+        load_split("PublicTest", copy, cache=False)
+
+
+def test_an_archive_ferkit_does_not_know_loads_with_a_warning(tiny_fer_dir, capsys):
+    faces = load_split("PublicTest", tiny_fer_dir, cache=False)
+    err = capsys.readouterr().err
+    assert f"read {len(faces)} faces, the original has 3589" in err and "not the FER2013 PublicTest archive" in err
+
+
+def test_the_shipped_archives_load_without_a_warning(fer_data, capsys):
+    assert len(load_split("PrivateTest", fer_data)) == data.SPLIT_SIZES["PrivateTest"]
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_a_truncated_votes_file_is_one_line(tiny_fer_dir):
+    csv_path = tiny_fer_dir / "fer2013new.csv"
+    text = csv_path.read_text()
+    csv_path.write_text(text[: len(text) - 7])  # cut mid-line
+    with pytest.raises(DataError, match=r"fer2013new.csv:\d+: \d+ columns where 12 are expected"):
+        read_ferplus_votes(csv_path)

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from ferkit import evaluate as ev
+from ferkit.calibration import MIN_FIT_FACES, fit_unsure_threshold, unsure_summary
 from ferkit.cli import main as cli_main
 from ferkit.fileio import sha256_of
 from ferkit.labels import EMOTIONS, FERPLUS_EMOTIONS
@@ -329,3 +330,64 @@ def test_cli_ensemble_of_onnx_models_and_ferplus_auto(tmp_path, random_models, t
 
     code, _, stderr = cli(capsys, str(random_models["a"]), "--ferplus", "--data", str(tiny_fer_dir))
     assert code == 1 and "do not match the FER+ labels" in stderr
+
+
+# --- the unsure threshold -----------------------------------------------------------------------
+
+
+def calibrated_faces(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Faces whose top probability c is right with probability c: perfectly calibrated, 3 classes."""
+    rng = np.random.default_rng(seed)
+    top = rng.uniform(0.34, 1.0, n)
+    probs = np.stack([top, (1 - top) * 0.6, (1 - top) * 0.4], axis=1)
+    right = rng.uniform(size=n) < top
+    labels = np.where(right, 0, 1)
+    return probs, labels
+
+
+def test_unsure_threshold_marks_the_faces_that_are_more_often_wrong():
+    probs, labels = calibrated_faces(20000)
+    threshold = fit_unsure_threshold(probs, labels)
+    assert 0.45 <= threshold <= 0.55  # calibrated: right half the time at 0.5
+    summary = unsure_summary(probs, labels, threshold)
+    assert summary["accuracy_sure"] > 0.7 > 0.5 > summary["accuracy_unsure"]
+    assert summary["n_sure"] + summary["n_unsure"] == 20000
+    assert fit_unsure_threshold(probs[:MIN_FIT_FACES - 1], labels[:MIN_FIT_FACES - 1]) is None
+
+
+def test_a_model_report_states_its_sure_and_unsure_answers(tmp_path):
+    probs, labels = calibrated_faces(500)
+    logits = np.log(probs)
+    metrics = ev.evaluation_report(None, labels, ("a", "b", "c"), tmp_path, title="t", logits=logits,
+                                unsure_threshold=0.5)
+    assert metrics["unsure"]["threshold"] == 0.5 and 0 < metrics["unsure"]["coverage"] < 1
+    assert "## Sure and unsure answers" in (tmp_path / "report.md").read_text()
+
+
+def test_a_given_temperature_is_used_and_said(tmp_path):
+    probs, labels = calibrated_faces(60)
+    metrics = ev.evaluation_report(None, labels, ("a", "b", "c"), tmp_path, title="t", logits=np.log(probs),
+                                calibration_logits=np.log(probs), calibration_labels=labels,
+                                temperature=1.5, temperature_note="kept from the parent")
+    assert metrics["calibration"]["temperature"] == 1.5 and not metrics["calibration"]["temperature_fitted"]
+    assert "the model's own, not fitted here: kept from the parent" in (tmp_path / "report.md").read_text()
+
+
+def test_evaluate_on_a_users_labelled_folder(tmp_path, photos_dir):
+    """`ferkit evaluate MODEL --data-folder DIR`: a user's folders, any subset of the model's classes."""
+    import shutil
+
+    for name, files in {"happy": ["single_happy_astronaut.jpg", "group4_family.jpg"],
+                        "sad": ["single_sad_baby.jpg"]}.items():
+        (tmp_path / "mine" / name).mkdir(parents=True)
+        for f in files:
+            shutil.copy(photos_dir / f, tmp_path / "mine" / name / f)
+    out = tmp_path / "report"
+    assert cli_main(["evaluate", "default", "--data-folder", str(tmp_path / "mine"), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == 3 and metrics["run"]["split"] == "folder" and "calibration" not in metrics
+    assert metrics["per_class"]["happy"]["support"] == 2 and metrics["per_class"]["angry"]["support"] == 0
+    (tmp_path / "mine" / "bored").mkdir()
+    shutil.copy(photos_dir / "single_neutral_woman.jpg", tmp_path / "mine" / "bored")
+    with pytest.raises(ev.DataError, match="class folders the model does not predict: bored"):
+        ev.main(["default", "--data-folder", str(tmp_path / "mine"), "--out", str(out)])

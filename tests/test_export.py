@@ -1,6 +1,7 @@
 """ONNX export: every registered architecture matches PyTorch, metadata round-trips, the CLI exports a checkpoint."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -112,3 +113,25 @@ def test_cli_export_of_a_missing_checkpoint_is_one_line(tmp_path):
                            str(tmp_path / "x.onnx")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert proc.stderr.strip().startswith("ferkit: error: checkpoint not found") and "Traceback" not in proc.stderr
+
+
+def test_export_without_the_fer2013_data_verifies_on_random_faces(tmp_path):
+    """A fine-tuned model on a laptop without FER2013: exit 0, verified, never 'written, then failed'."""
+    save_checkpoint(tmp_path / "best.pt")
+    out = tmp_path / "mine.onnx"
+    env = {**os.environ, "FERKIT_DATA": str(tmp_path / "no-data-here")}
+    proc = subprocess.run([sys.executable, "-m", "ferkit", "export", str(tmp_path / "best.pt"), "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "verified on 256 random faces (FER2013 PublicTest is not here" in proc.stdout
+    assert f"ferkit predict --model {out}" in proc.stdout and load(out).name == "tiny"
+
+
+def test_a_failed_verification_writes_nothing(tmp_path, monkeypatch):
+    import ferkit.export as export
+
+    save_checkpoint(tmp_path / "best.pt")
+    monkeypatch.setattr(export, "verify_onnx", lambda *a, **k: 0.5)
+    with pytest.raises(ModelError, match="disagrees with PyTorch .*nothing was written"):
+        export.main([str(tmp_path / "best.pt"), "--out", str(tmp_path / "x.onnx")])
+    assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "x.onnx.sha256").exists()

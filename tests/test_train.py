@@ -4,6 +4,7 @@ through export and ``ferkit.load``, and the helpers the loop is made of."""
 import argparse
 import csv
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -28,8 +29,11 @@ from ferkit.fileio import sha256_of
 from ferkit.labels import EMOTIONS
 from ferkit.models import create_model
 from ferkit.settings import WEIGHTS_DIR
-from ferkit.train import (Runtime, TrainConfig, class_weights, fit_epochs_to_time_limit, get_args_parser, load_data,
-                          one_hot, replace_head, resolve_settings, run_meta, stratified_split)
+from ferkit.checkpoint import read_checkpoint
+from ferkit.ensemble import read_ensemble_file, write_ensemble_file
+from ferkit.train import (Runtime, TrainConfig, aux_loss, class_weights, fit_epochs_to_time_limit, get_args_parser,
+                          load_data, one_hot, read_teacher_probs, replace_head, resolve_settings, run_meta,
+                          stratified_split, target_blocks)
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBSET = 256  # faces of Training and of PublicTest in the smoke run
@@ -344,3 +348,128 @@ def test_soft_targets_are_distributions(dataset, fer_data):
     assert np.allclose(targets.sum(axis=1), 1.0, atol=1e-5) and (targets >= 0).all()
     assert (targets.max(axis=1) < 1).mean() > 0.3  # really soft: most faces split the annotators' votes
     assert list(held_out) == ["PublicTest"]
+
+
+# --- the FER+ auxiliary head, offline distillation, resume, the run lock ---------------------------
+
+
+def tiny_train(data: Path, out: Path, *extra: str, timeout: int = 240) -> subprocess.CompletedProcess:
+    return run(train_cmd("--data", str(data), "--arch", "fastnet", "--batch-size", "4", "--report-splits",
+                         "PublicTest", "--out", str(out), *extra), timeout=timeout)
+
+
+def test_aux_targets_mask_faces_without_votes():
+    train = FaceSet(np.zeros((3, 48, 48), np.uint8), np.array([3, 4, 6]), EMOTIONS, np.array([0, 1, 2]))
+    votes = np.zeros((3, 8), np.float32)
+    votes[0, 3], votes[1, [4, 6]] = 10, (6, 4)
+    aux = ferplus_aux_targets_from(train, votes)
+    assert aux[0].tolist() == [0, 0, 0, 1, 0, 0, 0, 0] and aux[1][[4, 6]].tolist() == pytest.approx([0.6, 0.4])
+    assert aux[2].sum() == 0  # no votes: left out of the loss
+    logits = torch.randn(3, 8)
+    whole = aux_loss(logits, torch.from_numpy(aux))
+    two = aux_loss(logits[:2], torch.from_numpy(aux[:2]))
+    assert whole.item() == pytest.approx(two.item())  # the face without votes adds nothing
+
+
+def ferplus_aux_targets_from(train: FaceSet, votes: np.ndarray) -> np.ndarray:
+    """ferplus_aux_targets with the votes file replaced by ``votes`` (rows = fer2013.csv rows)."""
+    import ferkit.train as train_module
+
+    original = train_module.read_ferplus_votes
+    train_module.read_ferplus_votes = lambda path: (votes, None, None)
+    try:
+        return train_module.ferplus_aux_targets(train, Path("unused"))
+    finally:
+        train_module.read_ferplus_votes = original
+
+
+def test_target_blocks_keep_labels_aux_and_tempered_teacher_apart():
+    cfg = TrainConfig(label_smoothing=0.1, distill_temp=2.0)
+    labels = one_hot(np.array([0, 2]), 3)
+    teacher = np.array([[0.8, 0.1, 0.1], [0.2, 0.2, 0.6]], np.float32)
+    aux = np.array([[1.0, 0.0], [0.0, 0.0]], np.float32)
+    targets, blocks = target_blocks(labels, cfg, aux, teacher)
+    assert list(blocks) == ["hard", "label", "aux", "teacher"] and targets.shape == (2, 3 + 3 + 2 + 3)
+    assert targets[:, blocks["hard"]].tolist() == labels.tolist()
+    assert targets[0, blocks["label"]].tolist() == pytest.approx([0.9 + 0.1 / 3, 0.1 / 3, 0.1 / 3])
+    tempered = targets[:, blocks["teacher"]]
+    assert np.allclose(tempered.sum(axis=1), 1) and tempered[0, 0] < 0.8  # T = 2 flattens the teacher
+    assert tempered[0].argmax() == 0
+
+
+def test_teacher_probs_are_matched_by_row_and_must_cover_every_face(tmp_path):
+    train = FaceSet(np.zeros((2, 48, 48), np.uint8), np.array([0, 1]), EMOTIONS, np.array([7, 3]))
+    probs = np.eye(7, dtype=np.float32)[[1, 0, 2]]  # rows 3, 7, 9 of fer2013.csv
+    arrays = {"classes": np.array(EMOTIONS), "members": np.array("[]"), "tta": np.array("flip"),
+              "Training_probs": probs, "Training_rows": np.array([3, 7, 9]), "Training_labels": np.array([1, 0, 2])}
+    write_ensemble_file(tmp_path / "t.npz", arrays)
+    assert read_teacher_probs(tmp_path / "t.npz", train).argmax(1).tolist() == [0, 1]  # row 7 first, then row 3
+    short = arrays | {"Training_probs": probs[:1], "Training_rows": np.array([3]), "Training_labels": np.array([1])}
+    write_ensemble_file(tmp_path / "short.npz", short)
+    with pytest.raises(DataError, match="no probabilities for 1 training faces"):
+        read_teacher_probs(tmp_path / "short.npz", train)
+
+
+def test_distillation_from_an_ensemble_file_end_to_end(tmp_path, tiny_fer_dir):
+    for seed in ("0", "1"):
+        proc = tiny_train(tiny_fer_dir, tmp_path / f"m{seed}", "--epochs", "1", "--seed", seed)
+        assert proc.returncode == 0, proc.stderr
+    ens = run([sys.executable, "-m", "ferkit", "ensemble", str(tmp_path / "m0"), str(tmp_path / "m1"),
+               "--data", str(tiny_fer_dir), "--device", "cpu", "--out", str(tmp_path / "teacher.npz")])
+    assert ens.returncode == 0, ens.stderr
+    teacher = read_ensemble_file(tmp_path / "teacher.npz")
+    assert teacher["Training_probs"].shape == (14, 7) and np.allclose(teacher["Training_probs"].sum(1), 1, atol=1e-5)
+    assert json.loads(str(teacher["members"])) == [str(tmp_path / "m0"), str(tmp_path / "m1")]
+    assert "| ensemble |" in ens.stdout
+    student = tiny_train(tiny_fer_dir, tmp_path / "student", "--epochs", "1", "--teacher-probs",
+                         str(tmp_path / "teacher.npz"))
+    assert student.returncode == 0, student.stderr
+    assert "| aux, teacher" in student.stdout
+    assert load_checkpoint(tmp_path / "student" / "best.pt")[1]["provenance"]["teacher_probs"] == "teacher.npz"
+
+
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path, tiny_fer_dir):
+    """Kill after epoch 1 and resume == two epochs in one go: weights, augmentation and dropout draws included."""
+    common = ("--sched", "plateau", "--seed", "3")  # plateau: the schedule does not depend on --epochs
+    assert tiny_train(tiny_fer_dir, tmp_path / "straight", "--epochs", "2", *common).returncode == 0
+    assert tiny_train(tiny_fer_dir, tmp_path / "resumed", "--epochs", "1", *common).returncode == 0
+    resumed = tiny_train(tiny_fer_dir, tmp_path / "resumed", "--epochs", "2", *common)
+    assert resumed.returncode == 0 and "resuming" in resumed.stdout
+    a = read_checkpoint(tmp_path / "straight" / "last.pt")
+    b = read_checkpoint(tmp_path / "resumed" / "last.pt")
+    for key, value in a["model"].items():
+        assert torch.allclose(value.float(), b["model"][key].float(), atol=1e-6), key
+    assert [r["train_loss"] for r in a["log"]] == pytest.approx([r["train_loss"] for r in b["log"]], abs=1e-6)
+
+
+def test_a_second_run_into_the_same_folder_is_refused(tmp_path, tiny_fer_dir):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".lock").write_text(f"{os.getpid()}\n")  # this test process is alive: the folder is taken
+    proc = tiny_train(tiny_fer_dir, out, "--epochs", "1")
+    assert proc.returncode == 1 and f"in use by another ferkit train (pid {os.getpid()})" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (out / "last.pt").exists()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / ".lock").write_text(f"{dead.pid}\n")  # a killed run's lock: taken over
+    proc = tiny_train(tiny_fer_dir, out, "--epochs", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert not (out / ".lock").exists()
+
+
+def test_a_truncated_last_checkpoint_names_the_way_out(tmp_path, tiny_fer_dir):
+    out = tmp_path / "run"
+    assert tiny_train(tiny_fer_dir, out, "--epochs", "1").returncode == 0
+    data = (out / "last.pt").read_bytes()
+    (out / "last.pt").write_bytes(data[: len(data) // 3])
+    proc = tiny_train(tiny_fer_dir, out, "--epochs", "2")
+    assert proc.returncode == 1 and "--no-resume" in proc.stderr and "Traceback" not in proc.stderr
+    assert tiny_train(tiny_fer_dir, out, "--epochs", "1", "--no-resume").returncode == 0
+
+
+def test_checkpoints_hold_only_plain_values(tmp_path, tiny_fer_dir):
+    out = tmp_path / "run"
+    assert tiny_train(tiny_fer_dir, out, "--epochs", "1").returncode == 0
+    for name in ("best.pt", "last.pt"):
+        ckpt = torch.load(out / name, weights_only=True)  # raises if anything but tensors and plain types
+        assert {"model", "meta", "rng", "optimizer"} <= set(ckpt)

@@ -9,6 +9,8 @@
 #                                                # again") and 3 CPU-sized nets (fastnet, mobile, mobile_deep)
 #
 # T (seconds, default 520) is each run's --time-limit; the runs share the GPU, so the epochs follow.
+# SPEED: options for every run (default: none, as the committed runs were made). SPEED="--compile --compile-mode
+# reduce-overhead" (CUDA graphs) ran 6 concurrent VGGs at 3.52 s/epoch instead of 5.24 (docs/results/ladder/speed.txt).
 # Ensembles and reports are then made on the CPU from the logits (python -m benchmarks.bench_accuracy).
 set -u
 STAGE=${1:?usage: ladder.sh gen1 | gen2 TEACHER.npz}
@@ -16,6 +18,7 @@ T=${T:-520}
 GPU_CALL="T=$T bash scripts/gpu/ladder.sh $*"
 RUNS=/tmp/runs/$STAGE  # a warm machine keeps /tmp between calls: each stage packs only its own runs
 rm -rf "$RUNS"
+export EXTRA="${SPEED:-} ${EXTRA:-}"
 source scripts/gpu/common.sh
 
 if [ "$STAGE" = gen1 ]; then
