@@ -80,7 +80,8 @@ def best_ensemble(runs: dict, n_classes: int, prefix: str = "") -> dict:
         if len(members) < 2:
             continue
         names = sorted(members)
-        temps = [fit_temperature(members[n][f"{VALIDATION}_logits_{tta}"], members[n][f"{VALIDATION}_labels"]) for n in names]
+        temps = [fit_temperature(members[n][f"{VALIDATION}_logits_{tta}"], members[n][f"{VALIDATION}_labels"])
+                 for n in names]
         val = [softmax(members[n][f"{VALIDATION}_logits_{tta}"], t) for n, t in zip(names, temps)]
         test = [softmax(members[n][f"{TEST}_logits_{tta}"], t) for n, t in zip(names, temps)]
         val_labels, test_labels = members[names[0]][f"{VALIDATION}_labels"], members[names[0]][f"{TEST}_labels"]

@@ -14,9 +14,9 @@ In one run, for each model:
 
 A bundled name (``default``, ``fast``, ...) is the shipped ONNX file; an architecture name is exported
 with random weights on the fly. The tiers' cost bounds (issue 12) are ratios to the ``fastnet``
-architecture timed in the same run: ``default`` at most 20x, ``fast`` at most 1x. Timings do not depend on weight values, so PyTorch runs the
-architecture named in the model's metadata with random weights. Prints markdown tables and
-writes benchmarks/results/infer.json with the machine's description.
+architecture timed in the same run: ``default`` at most 20x, ``fast`` at most 1x. Timings do not depend
+on weight values, so PyTorch runs the architecture named in the model's metadata with random weights.
+Prints markdown tables and writes benchmarks/results/infer.json with the machine's description.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ def bundled_names() -> list[str]:
 
 
 def candidate(name: str, workdir: Path) -> Candidate:
-    """A bundled model (``default``, ``fast``, ...): the shipped file; else a registered architecture with random weights."""
+    """A bundled model (``default``, ``fast``, ...): the shipped file; else an architecture with random weights."""
     if name in bundled_names():
         shipped = resolve_model(name)
         meta = session_meta(open_session(shipped, 1), str(shipped))

@@ -111,12 +111,14 @@ def main(argv: list[str] | None = None) -> int:
               "publictest_loss_points": loss, "verdict": verdict, "rule": f"loss <= {MAX_LOSS_POINTS} points on "
               "PublicTest and >= 10 % faster per face", "machine": machine_info(),
               "date": time.strftime("%Y-%m-%d")}
-    print(f"| {args.model} ({meta['arch']}) | PublicTest | PrivateTest | ms / face (1 thread) | faces/s (batch 64) | MB |")
+    print(f"| {args.model} ({meta['arch']}) | PublicTest | PrivateTest | ms / face (1 thread) "
+          "| faces/s (batch 64) | MB |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for k in sessions:
         print(f"| {k} | {100 * acc['PublicTest'][k]:.2f} % | {100 * acc['PrivateTest'][k]:.2f} % | "
               f"{speed[k]['one_face_ms']:.2f} | {speed[k]['faces_per_s_batch64']:.0f} | {size[k] / 1e6:.1f} |")
-    print(f"PublicTest loss {loss:.2f} points, int8/fp32 time {speed['int8']['one_face_ms'] / speed['fp32']['one_face_ms']:.2f}: "
+    ratio = speed["int8"]["one_face_ms"] / speed["fp32"]["one_face_ms"]
+    print(f"PublicTest loss {loss:.2f} points, int8/fp32 time {ratio:.2f}: "
           f"{verdict}")
     out = Path(args.out) if args.out else ROOT / "results" / f"int8_{args.model}.json"
     write_text(out, json.dumps(result, indent=1) + "\n")

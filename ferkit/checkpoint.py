@@ -67,7 +67,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def load_checkpoint(name_or_path: str | os.PathLike) -> tuple[torch.nn.Module, dict]:
-    """The model (eval mode, CPU, float32) and metadata of a checkpoint written by ``ferkit train``, or a bundled one."""
+    """The model (eval mode, CPU, float32) and metadata of a checkpoint of ``ferkit train``, or of a bundled one."""
     path = resolve_checkpoint(name_or_path)
     ckpt = read_checkpoint(path)
     meta = check_meta(ckpt["meta"], str(path))

@@ -21,16 +21,22 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .calibration import fit_temperature, softmax
-from .checkpoint import load_checkpoint
 from .data import FaceSet, load_ferplus_split, load_split
-from .errors import DataError, FerkitError
+from .errors import DataError, FerkitError, require_training_extra
 from .fileio import atomic_open
 from .labels import EMOTIONS, FERPLUS_EMOTIONS, SPLITS
-from .torch_infer import face_logits
 from .tta import TTA_MODES
+
+try:  # the training extra: reading an ensemble file needs only numpy, making one needs torch
+    import torch
+
+    from .checkpoint import load_checkpoint
+    from .torch_infer import face_logits
+    MISSING = None
+except ImportError as e:
+    MISSING = e
 
 CALIBRATION_SPLIT = "PublicTest"
 CHECKPOINT_NAMES = ("best.pt", "weights.pt")  # what a run folder holds, in order of preference
@@ -127,9 +133,10 @@ def format_table(table: dict[str, dict[str, float]]) -> str:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser("ferkit ensemble", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser("ferkit ensemble", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("members", nargs="+", help="run folders, .pt checkpoints or bundled model names")
-    p.add_argument("--out", required=True, help="the ensemble file to write (.npz)")
+    p.add_argument("--out", required=True, help="the ensemble file to write (.npz) (required; no default)")
     p.add_argument("--tta", default="flip", choices=TTA_MODES, help="test-time views per face (default: flip)")
     p.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS,
                    help="splits to write probabilities for (default: all three; Training is what a student needs)")
@@ -140,6 +147,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
+    require_training_extra("ensemble", MISSING)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     arrays = ensemble_probabilities(args.members, args.splits, args.tta, args.data, device)
     out = write_ensemble_file(args.out, arrays)

@@ -19,3 +19,12 @@ class ModelError(FerkitError):
 
 class VideoError(FerkitError):
     """A video cannot be opened or decoded."""
+
+
+TRAIN_EXTRA = "pip install 'ferkit[train]'"
+
+
+def require_training_extra(command: str, missing: ImportError | None) -> None:
+    """Raise a one-line FerkitError when ``command`` cannot run because torch/onnx (the training extra) is absent."""
+    if missing is not None:
+        raise FerkitError(f"ferkit {command} needs torch and onnx ({missing}): {TRAIN_EXTRA}")

@@ -204,7 +204,7 @@ def plot_reliability(panels: dict[str, np.ndarray], labels: np.ndarray, path: st
 def _calibration_section(logits: np.ndarray, labels: np.ndarray, calibration_logits: np.ndarray,
                          calibration_labels: np.ndarray, fitted_on: str, temperature: float | None = None,
                          note: str = "") -> tuple[dict, np.ndarray]:
-    """ECE/NLL before and after temperature scaling; T fitted on the calibration data unless ``temperature`` is given."""
+    """ECE/NLL before and after temperature scaling; T fitted on the calibration data unless ``temperature`` given."""
     fitted = temperature is None
     if fitted:
         temperature = fit_temperature(calibration_logits, calibration_labels)
@@ -529,9 +529,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("model", nargs="?",
                         help="bundled model name (default, ferplus) or path to an .onnx file (default: default)")
     parser.add_argument("--ensemble", nargs="+", metavar="MODEL",
-                        help="several models (names or .onnx paths); weights chosen on --calibrate-on")
+                        help="several models (names or .onnx paths); weights chosen on --calibrate-on (default: none)")
     parser.add_argument("--probs", nargs="+", metavar="FILE.npz",
-                        help="precomputed logits files (layout in `pydoc ferkit.evaluate`); several = ensemble")
+                        help="precomputed logits files (layout in `pydoc ferkit.evaluate`); several = ensemble (default: none)")
     parser.add_argument("--split", default="PrivateTest", choices=SPLITS,
                         help="split to report on (default: PrivateTest)")
     parser.add_argument("--tta", default="none", choices=TTA_MODES, help="test-time augmentation (default: none)")

@@ -20,13 +20,19 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
-import torch
 
 from .calibration import softmax
-from .checkpoint import load_checkpoint, resolve_checkpoint  # noqa: F401 (re-exported: ferkit.export is their old home)
-from .errors import ModelError
+from .errors import ModelError, require_training_extra
+
+try:  # the training extra; without it `ferkit export --help` still works and running says what to install
+    import onnx
+    import torch
+
+    from .checkpoint import load_checkpoint
+    MISSING = None
+except ImportError as e:
+    MISSING = e
 from .fileio import sha256_of, write_bytes, write_text
 from .infer import META_PROPERTY, open_session
 from .labels import SPLITS
@@ -121,11 +127,13 @@ def verification_faces(split: str, data: str | None, size: int) -> tuple[np.ndar
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser("ferkit export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser("ferkit export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="a .pt checkpoint written by ferkit train, or a bundled model's name "
                                       "('default', 'fast', 'ferplus', 'seed_cnn'); read with weights_only=True, "
                                       "so a crafted file cannot run code")
-    p.add_argument("--out", required=True, help="ONNX file to write (a .sha256 sidecar is written beside it)")
+    p.add_argument("--out", required=True,
+                   help="ONNX file to write, a .sha256 sidecar beside it (required; no default)")
     p.add_argument("--verify-split", default="PublicTest", choices=[*SPLITS, "none"],
                    help="FER2013 split on which ONNX Runtime must match PyTorch within "
                         f"{MAX_PROB_DIFF:g} in every probability, before the file is written; without the "
@@ -141,6 +149,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = get_args_parser()
     args = parser.parse_args(argv)
+    require_training_extra("export", MISSING)
     if args.temperature is not None and not args.temperature > 0:
         parser.error(f"--temperature must be > 0, got {args.temperature}")
     overrides = {k: v for k, v in (("temperature", args.temperature), ("name", args.name)) if v is not None}
@@ -151,8 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         faces, what = verification_faces(args.verify_split, args.data, meta["input_size"])
         diff = verify_onnx(model, data, faces, meta)
         if diff > MAX_PROB_DIFF:
-            raise ModelError(f"the ONNX graph of {args.checkpoint} disagrees with PyTorch on {what.format(n=len(faces))}: "
-                             f"max |Δprob| = {diff:.2e} > {MAX_PROB_DIFF:g}; nothing was written")
+            raise ModelError(f"the ONNX graph of {args.checkpoint} disagrees with PyTorch on "
+                             f"{what.format(n=len(faces))}: max |Δprob| = {diff:.2e} > {MAX_PROB_DIFF:g}; "
+                             "nothing was written")
         verified = f"verified on {what.format(n=len(faces))}: max |Δprob| = {diff:.2e} <= {MAX_PROB_DIFF:g}"
     out = write_model(args.out, data)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, {meta['arch']}, classes: {', '.join(meta['classes'])}, "

@@ -22,7 +22,6 @@ turns the model into the ONNX file ``ferkit.load`` reads.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import json
@@ -30,7 +29,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,169 +49,15 @@ from .evaluate import evaluation_report
 from .fileio import atomic_path, write_text
 from .labels import EMOTIONS, FERPLUS_EMOTIONS
 from .meta import default_meta
-from .models import count_params, create_model, list_models
+from .models import count_params, create_model
 from .settings import data_dir
 from .torch_infer import faces_to_device, normalise, predict_logits, tta_tensor
+from .train_config import RECIPES, UNSURE_THRESHOLD, TrainConfig, get_args_parser, resolve_settings  # noqa: F401
 from .tta import TTA_MODES
 from .userdata import load_face_folder
 
-# Settings each recipe fills in where the command line leaves them unset.
-RECIPES: dict[str, dict] = {
-    # The report: Keras CNN, batch 64, 50 epochs, Adam, ReduceLROnPlateau, its four augmentations.
-    "seed": dict(epochs=50, batch_size=64, opt="adam", lr=1e-3, weight_decay=0.0, sched="plateau",
-                 warmup_epochs=0, label_smoothing=0.0, mixup_alpha=0.0, aug="report", balance="none"),
-    # Ours: SGD + Nesterov, warm-up then cosine, label smoothing, full augmentation with mixup/cutmix.
-    "default": dict(epochs=80, batch_size=128, opt="sgd", lr=0.05, weight_decay=5e-4, sched="cosine",
-                    warmup_epochs=3, label_smoothing=0.1, mixup_alpha=0.2, aug="default", balance="none"),
-    # Fine-tuning a shipped model on a user's small folder of faces.
-    "finetune": dict(epochs=30, batch_size=64, opt="adamw", lr=3e-4, weight_decay=1e-4, sched="cosine",
-                     warmup_epochs=1, label_smoothing=0.1, mixup_alpha=0.0, aug="default", balance="loss"),
-}
-DEFAULT_ARCH = "vgg"
-UNSURE_THRESHOLD = 0.4  # a new model's until finish() fits one (calibration.UNSURE_RULE); a fine-tuned one starts from its parent's
-AUX_WEIGHT = 0.5  # weight of the auxiliary FER+ head's loss
-# What a fine-tuned model inherits from the checkpoint it starts from: how its faces are framed and scaled.
 INHERITED_META = ("input_size", "channels", "mean", "std", "face_margin", "unsure_threshold")
 LOCK_FILE = ".lock"
-
-
-@dataclass
-class TrainConfig:
-    """Every setting of a run, saved as <out>/args.json; a recipe presets the optimisation fields."""
-
-    arch: str = DEFAULT_ARCH
-    recipe: str = "default"
-    dataset: str = "fer2013"
-    targets: str = "hard"
-    data: str | None = None
-    data_folder: str | None = None
-    init_from: str | None = None
-    report_splits: list[str] = field(default_factory=lambda: ["PublicTest", "PrivateTest"])
-    val_fraction: float = 0.2
-    epochs: int = 80
-    batch_size: int = 128
-    opt: str = "sgd"
-    lr: float = 0.05
-    weight_decay: float = 5e-4
-    sched: str = "cosine"
-    warmup_epochs: int = 3
-    label_smoothing: float = 0.1
-    mixup_alpha: float = 0.2
-    aug: str = "default"
-    balance: str = "none"
-    preprocess: str = "none"
-    aux_ferplus: str = "auto"
-    aux_weight: float = AUX_WEIGHT
-    distill: list[str] | None = None
-    teacher_probs: str | None = None
-    distill_weight: float = 0.7
-    distill_temp: float = 2.0
-    eval_tta: str = "flip"
-    seed: int = 0
-    subset: int | None = None
-    device: str | None = None
-    compile: bool = False
-    compile_mode: str = "default"
-    time_limit: float | None = None
-    no_resume: bool = False
-    name: str | None = None
-    out: str = "runs/train"
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser("ferkit train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    recipe = RECIPES["default"]
-    p.add_argument("--arch", default=None, choices=list_models(),
-                   help=f"model architecture (default: {DEFAULT_ARCH}, or the --from checkpoint's)")
-    p.add_argument("--recipe", default=None, choices=sorted(RECIPES),
-                   help="preset of the optimisation settings below: 'seed' (report), 'default', 'finetune' "
-                        "(default: 'finetune' with --from, else 'default')")
-    p.add_argument("--dataset", default="fer2013", choices=["fer2013", "ferplus"], help="(default: fer2013)")
-    p.add_argument("--targets", default="hard", choices=["hard", "soft"],
-                   help="hard: one label per face; soft: FER+ vote distributions (ferplus, or fer2013 with "
-                        "votes mapped to 7 classes); evaluation always uses the split's hard labels (default: hard)")
-    p.add_argument("--data", default=None, help="FER2013 folder (default: $FERKIT_DATA or ../shared/data/fer2013)")
-    p.add_argument("--data-folder", default=None,
-                   help="your own labelled images: DIR/<class>/*.jpg, for fine-tuning (default: none)")
-    p.add_argument("--from", dest="init_from", default=None,
-                   help="start from a checkpoint: a .pt path or a bundled model name ('default', 'fast', 'ferplus'); "
-                        "read with weights_only=True, so a crafted file cannot run code (default: none)")
-    p.add_argument("--report-splits", nargs="+", default=["PublicTest", "PrivateTest"],
-                   choices=["PublicTest", "PrivateTest"],
-                   help="splits whose logits are saved at the end; PublicTest is always the validation split "
-                        "(default: PublicTest PrivateTest)")
-    p.add_argument("--val-fraction", type=float, default=0.2, help="held-out part of --data-folder (default: 0.2)")
-    p.add_argument("--epochs", type=int, default=None, help=f"(default: the recipe's; {recipe['epochs']} for default)")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help=f"global batch size, split across ranks (default: the recipe's; {recipe['batch_size']})")
-    p.add_argument("--opt", default=None, choices=["sgd", "adam", "adamw"],
-                   help=f"optimiser (default: the recipe's; {recipe['opt']})")
-    p.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default: the recipe's; {recipe['lr']})")
-    p.add_argument("--weight-decay", type=float, default=None,
-                   help=f"on weights, not on BN and biases (default: the recipe's; {recipe['weight_decay']})")
-    p.add_argument("--sched", default=None, choices=["cosine", "plateau"],
-                   help=f"learning-rate schedule (default: the recipe's; {recipe['sched']})")
-    p.add_argument("--warmup-epochs", type=int, default=None,
-                   help=f"linear warm-up before the cosine (default: the recipe's; {recipe['warmup_epochs']})")
-    p.add_argument("--label-smoothing", type=float, default=None,
-                   help=f"(default: the recipe's; {recipe['label_smoothing']})")
-    p.add_argument("--mixup-alpha", type=float, default=None,
-                   help=f"mixup/cutmix Beta(a, a); 0 disables (default: the recipe's; {recipe['mixup_alpha']})")
-    p.add_argument("--aug", default=None, choices=sorted(AUGMENTS),
-                   help=f"augmentation preset (augment.py) (default: the recipe's; {recipe['aug']})")
-    p.add_argument("--balance", default=None, choices=["none", "loss", "sampler"],
-                   help="class imbalance: none, loss weights or a sampler, both ~ 1/sqrt(class frequency) "
-                        f"(default: the recipe's; {recipe['balance']})")
-    p.add_argument("--preprocess", default=None, choices=["none", "report"],
-                   help="train on raw faces or on the report's blur/sharpen/denoise output "
-                        "(default: none, or the --from checkpoint's)")
-    p.add_argument("--aux-ferplus", default="auto", choices=["auto", "on", "off"],
-                   help="a second head trained on the FER+ vote distributions of the same training faces "
-                        "(rows without votes masked out); only the FER2013 head is used and scored. "
-                        "auto: on for --dataset fer2013 when fer2013new.csv is present (default: auto)")
-    p.add_argument("--aux-weight", type=float, default=AUX_WEIGHT,
-                   help=f"weight of the FER+ head's loss (default: {AUX_WEIGHT})")
-    p.add_argument("--distill", nargs="+", default=None, metavar="CKPT",
-                   help="online distillation: teacher checkpoints run on every batch, logits averaged (default: none)")
-    p.add_argument("--teacher-probs", default=None, metavar="FILE",
-                   help="offline distillation: the Training_probs of a file written by `ferkit ensemble` (default: none)")
-    p.add_argument("--distill-weight", type=float, default=0.7, help="share of the distillation loss (default: 0.7)")
-    p.add_argument("--distill-temp", type=float, default=2.0, help="distillation temperature (default: 2.0)")
-    p.add_argument("--eval-tta", default="flip", choices=list(TTA_MODES),
-                   help="TTA for choosing the best epoch on the validation split (default: flip)")
-    p.add_argument("--seed", type=int, default=0, help="(default: 0)")
-    p.add_argument("--subset", type=int, default=None,
-                   help="use only N training and N validation faces, for smoke tests (default: all)")
-    p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (default: off)")
-    p.add_argument("--compile-mode", default="default", choices=["default", "reduce-overhead", "max-autotune"],
-                   help="torch.compile mode with --compile; reduce-overhead replays CUDA graphs (default: default)")
-    p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
-                   help="fit the run into this wall time: from the third epoch on, lower --epochs (and the "
-                        "cosine schedule with it) to what the measured epoch time allows; the final value is "
-                        "logged (default: none)")
-    p.add_argument("--no-resume", action="store_true", help="start afresh even when <out>/last.pt exists")
-    p.add_argument("--name", default=None, help="model name stored in the checkpoint (default: the out folder's name)")
-    p.add_argument("--out", default="runs/train", help="output folder (default: runs/train)")
-    return p
-
-
-def resolve_settings(args: argparse.Namespace, parent: dict | None = None) -> TrainConfig:
-    """The run's TrainConfig: the command line, then the recipe, then ``parent`` (the --from checkpoint's meta)."""
-    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
-    recipe = given.get("recipe") or ("finetune" if given.get("init_from") else "default")
-    settings = {**RECIPES[recipe], **given, "recipe": recipe}
-    if parent:
-        if settings.get("arch", parent["arch"]) != parent["arch"]:
-            raise FerkitError(f"--arch {settings['arch']} differs from the architecture of --from {args.init_from} "
-                              f"({parent['arch']}): leave --arch out when fine-tuning")
-        settings["arch"] = parent["arch"]
-        settings.setdefault("preprocess", parent["preprocess"])
-    if settings.get("distill") and settings.get("teacher_probs"):
-        raise FerkitError("--distill and --teacher-probs are two kinds of teacher: give one")
-    cfg = TrainConfig(**settings)
-    cfg.name = cfg.name or Path(cfg.out).name
-    return cfg
 
 
 # --- distributed helpers (a no-op on one device) ----------------------------------------------
@@ -423,7 +268,8 @@ def run_meta(cfg: TrainConfig, parent: dict | None) -> dict:
     return default_meta(cfg.arch, name=cfg.name, preprocess=cfg.preprocess, provenance=provenance, **inherited)
 
 
-def build_model(cfg: TrainConfig, classes: tuple[str, ...], parent: tuple[torch.nn.Module, dict] | None) -> torch.nn.Module:
+def build_model(cfg: TrainConfig, classes: tuple[str, ...],
+                parent: tuple[torch.nn.Module, dict] | None) -> torch.nn.Module:
     """A new model, or the --from checkpoint's with a last layer for ``classes`` when they differ from its own."""
     if parent is None:
         return create_model(cfg.arch, num_classes=len(classes))
@@ -516,7 +362,8 @@ class TrainState:
         return self.steps_per_epoch * self.cfg.warmup_epochs
 
 
-def batch_loss(state: TrainState, data: TrainData, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def batch_loss(state: TrainState, data: TrainData, x: torch.Tensor,
+               y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, logits) of one mixed batch: label loss, distillation and the FER+ head, weighted by the config."""
     cfg, b = state.cfg, data.blocks
     logits, aux_logits = state.model(x)
@@ -824,7 +671,8 @@ def run(cfg: TrainConfig, rt: Runtime, parent, out: Path) -> None:
     val_split = next(iter(held_out))
     if rt.rank == 0:
         write_text(out / "args.json", json.dumps(asdict(cfg), indent=1))
-        extras = [name for name in ("aux", "teacher") if name in data.blocks] + (["online teachers"] if data.teachers else [])
+        extras = [name for name in ("aux", "teacher") if name in data.blocks]
+        extras += ["online teachers"] if data.teachers else []
         print(f"{cfg.arch}: {count_params(state.net.classifier):,} parameters | train {len(data.images)} faces, "
               f"{val_split} {len(data.val_labels)} | {cfg.recipe} recipe, {cfg.epochs} epochs, batch {cfg.batch_size} "
               f"on {rt.world} x {rt.device.type}" + (f" | {', '.join(extras)}" if extras else ""), flush=True)

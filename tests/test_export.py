@@ -13,7 +13,9 @@ import torch
 
 from ferkit.data import load_split
 from ferkit.errors import ModelError
-from ferkit.export import MAX_PROB_DIFF, default_meta, export_onnx, load_checkpoint, verify_onnx
+from ferkit.checkpoint import load_checkpoint
+from ferkit.export import MAX_PROB_DIFF, export_onnx, verify_onnx
+from ferkit.meta import default_meta
 from ferkit.fileio import sha256_of
 from ferkit.infer import load
 from ferkit.labels import FERPLUS_EMOTIONS

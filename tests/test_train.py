@@ -23,7 +23,8 @@ from ferkit.calibration import fit_temperature
 from ferkit.data import FaceSet, load_split
 from ferkit.errors import DataError, FerkitError, ModelError
 from ferkit.evaluate import evaluation_report, read_logits_npz
-from ferkit.export import default_meta, load_checkpoint, resolve_checkpoint
+from ferkit.checkpoint import load_checkpoint, resolve_checkpoint
+from ferkit.meta import default_meta
 from ferkit.userdata import load_face_folder
 from ferkit.fileio import sha256_of
 from ferkit.labels import EMOTIONS
@@ -473,3 +474,21 @@ def test_checkpoints_hold_only_plain_values(tmp_path, tiny_fer_dir):
     for name in ("best.pt", "last.pt"):
         ckpt = torch.load(out / name, weights_only=True)  # raises if anything but tensors and plain types
         assert {"model", "meta", "rng", "optimizer"} <= set(ckpt)
+
+
+@pytest.mark.parametrize("command", ["train", "export", "ensemble"])
+def test_help_works_without_torch_and_running_names_the_extra(command, tmp_path):
+    from conftest import NO_TORCH
+
+    env = {**os.environ, "PYTHONPATH": str(NO_TORCH)}
+    helped = subprocess.run([sys.executable, "-m", "ferkit", command, "--help"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120, env=env)
+    assert helped.returncode == 0 and helped.stdout.startswith(f"usage: ferkit {command}"), helped.stderr
+    args = {"train": ["--out", str(tmp_path / "r")], "export": ["x.pt", "--out", str(tmp_path / "x.onnx")],
+            "ensemble": ["runs/a", "--out", str(tmp_path / "e.npz")]}[command]
+    ran = subprocess.run([sys.executable, "-m", "ferkit", command, *args], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert ran.returncode == 1 and "Traceback" not in ran.stderr
+    assert ran.stderr.strip().splitlines() == [f"ferkit: error: ferkit {command} needs torch and onnx "
+                                               f"(No module named '{'onnx' if command == 'export' else 'torch'}' "
+                                               "(hidden by tests/no_torch)): pip install 'ferkit[train]'"]
