@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ import numpy as np
 from .calibration import fit_temperature, softmax
 from .data import FaceSet, load_ferplus_split, load_split
 from .errors import DataError, FerkitError, require_training_extra
-from .fileio import atomic_open
+from .fileio import atomic_open, read_npz
 from .labels import EMOTIONS, FERPLUS_EMOTIONS, SPLITS
 from .tta import TTA_MODES
 
@@ -104,14 +103,7 @@ def write_ensemble_file(path: str | Path, arrays: dict) -> Path:
 
 def read_ensemble_file(path: str | Path) -> dict:
     """The arrays of an ensemble file, checked; DataError says what is missing or broken."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"ensemble file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise DataError(f"cannot read ensemble file {path}: {e} (write it with `ferkit ensemble`)") from None
+    arrays = read_npz(path, "ensemble file", " (write it with `ferkit ensemble`)")
     missing = [k for k in REQUIRED_KEYS if k not in arrays]
     if missing:
         raise DataError(f"{path} is not an ensemble file: it lacks {', '.join(missing)}")

@@ -22,7 +22,6 @@ import json
 import os
 import shlex
 import sys
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -54,7 +53,7 @@ from .calibration import (
     unsure_summary,
 )
 from .errors import DataError, ModelError
-from .fileio import atomic_open, atomic_path, sha256_of, write_text
+from .fileio import atomic_open, atomic_path, read_npz, sha256_of, write_text
 from .labels import SPLITS
 from .tta import TTA_MODES
 
@@ -407,15 +406,7 @@ def read_logits_npz(path: str | os.PathLike, splits: Sequence[str], tta: str = "
     over ``{split}_logits``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"logits file not found: {path}")
-    if not zipfile.is_zipfile(path):
-        raise DataError(f"{path} is not a logits file: expected an .npz archive (see `pydoc ferkit.evaluate`)")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {key: z[key] for key in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise DataError(f"cannot read logits file {path}: {e}") from e
+    arrays = read_npz(path, "logits file", " (see `pydoc ferkit.evaluate`)")
     keys = {split: _logits_key(arrays, split, tta) for split in splits}
     missing = ["classes"] if "classes" not in arrays else []
     missing += [f"{s}_logits[_{tta}]" for s, key in keys.items() if key is None]

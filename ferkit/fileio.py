@@ -1,4 +1,5 @@
-"""Atomic writes: a file is either the old one or the complete new one, never half written."""
+"""Files: atomic writes (a file is either the old one or the complete new one, never half written), checksums,
+and .npz archives read without pickles."""
 
 from __future__ import annotations
 
@@ -60,3 +61,23 @@ def sha256_of(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def read_npz(path: str | os.PathLike, what: str, hint: str = "") -> dict:
+    """Every array of an .npz archive, read with ``allow_pickle=False``; DataError names ``what`` and ``path``."""
+    import zipfile
+
+    import numpy as np
+
+    from .errors import DataError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{what} not found: {path}")
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path} is not a {what}: expected an .npz archive{hint}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {key: z[key] for key in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise DataError(f"cannot read {what} {path}: {e}{hint}") from None

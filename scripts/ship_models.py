@@ -17,6 +17,7 @@ optionally gpu_call.txt, the command that trained it.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def ship(name: str, run: Path, manifest: dict) -> None:
 def write_report(name: str, manifest: dict) -> None:
     """`ferkit evaluate NAME --split PrivateTest` into weights/reports/NAME; its accuracy goes into the manifest."""
     out = WEIGHTS_DIR / manifest["models"][name]["report"]
-    evaluate_main([name, "--split", REPORT_SPLIT, "--out", str(out)])
+    evaluate_main([name, "--split", REPORT_SPLIT, "--out", os.path.relpath(out)])  # relative: the report records it
     metrics = json.loads((out / "metrics.json").read_text())
     manifest["models"][name]["accuracy"] = {"split": REPORT_SPLIT, "tta": "none", "value": metrics["accuracy"]}
 
