@@ -67,6 +67,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--recursive", action="store_true",
                    help="look into sub-folders, and let ** in globs match folders (default: off)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: one per core)")
+    p.add_argument("--engine", default="local", choices=("local", "ray"),
+                   help="local: in this process; ray: Ray Data actors on this machine or a cluster, one row per face "
+                        "written to --out (needs ferkit[scale]; --threads is then per actor, default 1) (default: local)")
+    p.add_argument("--address", default=None,
+                   help="with --engine ray: the Ray cluster to join, e.g. ray://head:10001 (default: start Ray here)")
+    p.add_argument("--out", metavar="FOLDER", default=None,
+                   help="with --engine ray: a .parquet or .csv folder, one file per block (required with --engine ray)")
     return p
 
 
@@ -294,6 +301,10 @@ def main(argv: list[str] | None = None) -> int:
     if not inputs:
         print("ferkit: error: no input to process", file=sys.stderr)
         return 1
+    if args.engine == "ray" or args.out or args.address:
+        from .ray_predict import run as run_on_ray
+
+        return run_on_ray(args, inputs)
     recognizer = load(args.model, detector=args.detector, unsure_threshold=args.threshold, threads=args.threads,
                       batch_size=args.batch_size, sha256=args.sha256)
     note = unpinned_note(recognizer)
