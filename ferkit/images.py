@@ -29,6 +29,7 @@ EXIF_ORIENTATION = 0x0112  # the EXIF tag that says how the camera was held
 COLOR_ORDERS = ("bgr", "rgb")
 UINT8_RANGE = (0, 255)
 SIXTEEN_BIT_SCALE = 1.0 / 257.0  # 65535 -> 255
+TRUNCATED = "the file is truncated or corrupt"
 
 
 class _Undecodable(ImageError):
@@ -103,6 +104,18 @@ def read_image_file(path: str | os.PathLike) -> np.ndarray:
         raise ImageError(f"cannot decode {path}: the file is empty, corrupt or not an image") from e
 
 
+def header_pixels(path: str | os.PathLike) -> int:
+    """Width x height from the file's header, without decoding it; 0 when the header cannot be read."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as opened:
+                width, height = opened.size
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError):
+        return 0  # an unreadable file: read_image says why when it decodes it
+    return width * height
+
+
 def existing_file(path: str | os.PathLike) -> Path:
     """``path`` as a Path, or ImageError when it is missing or not a file."""
     path = Path(path)
@@ -126,12 +139,14 @@ def _decode(fp: Path | io.BytesIO, where: str) -> np.ndarray:
         try:
             opened = Image.open(fp)
         except Image.DecompressionBombError as e:
-            raise ImageError(f"{where} is more than the {MAX_PIXELS // 1_000_000} MP ferkit reads ({e}); "
+            raise ImageError(f"{where} is more than the {MAX_PIXELS // 1_000_000} MP ferkit reads; "
                              "downscale it first") from e
         except UnidentifiedImageError as e:
             raise _Undecodable(f"{where} is not an image (or not in a format ferkit reads: {formats})") from e
-        except OSError as e:
-            raise _Undecodable(f"cannot read {where}: {e}") from e
+        except OSError as e:  # an OS error has an errno; Pillow's own ("Truncated File Read") have none
+            if e.errno is None:
+                raise _Undecodable(f"cannot decode {where}: {TRUNCATED}") from e
+            raise _Undecodable(f"cannot read {where}: {(e.strerror or str(e)).lower()}") from e
         with opened:
             _check_pixels(opened.size, where)
             try:
@@ -140,7 +155,7 @@ def _decode(fp: Path | io.BytesIO, where: str) -> np.ndarray:
                 upright.load()
                 return _pil_to_array(upright, where)
             except (OSError, SyntaxError, ValueError, EOFError) as e:
-                raise _Undecodable(f"cannot decode {where}: the file is truncated or corrupt ({e})") from e
+                raise _Undecodable(f"cannot decode {where}: {TRUNCATED}") from e  # Pillow's words stay in __cause__
 
 
 def _pil_to_array(image: Image.Image, where: str) -> np.ndarray:

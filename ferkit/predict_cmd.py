@@ -14,48 +14,51 @@ a usage error or a refused output.
 from __future__ import annotations
 
 import argparse
-import csv
 import difflib
 import glob
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Iterator
 
-import cv2
+import numpy as np
 from tqdm import tqdm
 
 from .errors import FerkitError, ImageError
 from .faces import DETECTORS
-from .fileio import atomic_open, write_bytes
-from .images import IMAGE_SUFFIXES, read_image
+from .images import IMAGE_SUFFIXES, header_pixels, read_image
 from .infer import BATCH_SIZE, Recognizer, load
-from .results import ImageResult, row_fields
+from .predict_outputs import Outputs, RefusedOutput, plan_outputs, write_annotated, write_csv
+from .results import ImageResult
 from .tta import TTA_MODES
 from .video import VIDEO_SUFFIXES, analyse_video, is_video
-from .weights import SHA256_PATTERN, sidecar_path
+from .weights import SHA256_PATTERN, model_choices, sidecar_path
 
 IMAGES_PER_BATCH = 16  # images whose faces are classified in one go
+# Decoded pixels held at once (~300 MB as BGR): two of the largest images ferkit reads. A folder of
+# 49 MP photos is read two by two, not sixteen at a time (once a 2.8 GB peak).
+PIXELS_IN_FLIGHT = 100_000_000
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("ferkit predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="image files, folders, globs (quoted) or video files")
     p.add_argument("--model", default="default",
-                   help="'default' (FER2013, 7 emotions), 'ferplus' (FER+, 8) or the path of an .onnx file "
-                        "(default: default)")
+                   help=f"a bundled model ({model_choices()}), an .onnx file, or a ferkit train run folder or its "
+                        "best.pt (exported to <run>/<name>.onnx on first use, needs torch) (default: default)")
     p.add_argument("--sha256", metavar="HEX", default=None,
                    help="the SHA-256 the model file must have; a mismatch stops the run (default: the manifest's "
                         "for bundled models, <model>.sha256 beside a user's model when there is one)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object per input instead of a table (default: a table)")
-    p.add_argument("--csv", metavar="FILE", default=None,
-                   help="write one row per face (source, face, box, label, confidence, unsure, class probabilities); "
-                        "a video's timeline goes to FILE_<video name>.csv (default: no CSV)")
-    p.add_argument("--annotate", metavar="OUT", default=None,
-                   help="write images with boxes and labels: OUT is a file for one input, else a folder "
-                        "(default: none written); never one of the inputs")
+    p.add_argument("--csv", metavar="PATH", default=None,
+                   help="write one row per face (source, face, box, label, confidence, unsure, class probabilities), "
+                        "or a video's timeline (a row per face per frame). PATH is the file when it holds one table: "
+                        "any number of images, or one video alone; a video with other inputs needs a folder, which "
+                        "gets faces.csv and <video name>.csv (default: no CSV)")
+    p.add_argument("--annotate", metavar="PATH", default=None,
+                   help="write copies with boxes and labels (videos as H.264 .mp4): PATH is the file for one input, "
+                        "else a folder of <name>_annotated.<suffix> (default: none written); never one of the inputs")
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help=f"faces per ONNX Runtime call (default: {BATCH_SIZE})")
     p.add_argument("--detector", default="auto", choices=DETECTORS,
                    help="face detector: yunet (one or two passes chosen by image size), haar (OpenCV's cascade) "
@@ -128,82 +131,23 @@ def expand_sources(sources: list[str], recursive: bool) -> tuple[list[Path], lis
     return list(dict.fromkeys(files)), problems
 
 
-def chunks(items: list, size: int) -> Iterator[list]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+def image_groups(paths: list[Path]) -> Iterator[list[Path]]:
+    """The paths in order, in groups of at most IMAGES_PER_BATCH images and PIXELS_IN_FLIGHT pixels by their
+    headers (read without decoding); an image larger than the budget makes a group alone."""
+    group: list[Path] = []
+    pixels = 0
+    for path in paths:
+        size = header_pixels(path)
+        if group and (len(group) == IMAGES_PER_BATCH or pixels + size > PIXELS_IN_FLIGHT):
+            yield group
+            group, pixels = [], 0
+        group.append(path)
+        pixels += size
+    if group:
+        yield group
 
 
-# --- outputs ---------------------------------------------------------------------------------------
-
-
-def annotate_targets(inputs: list[Path], out: Path | None) -> dict[Path, Path]:
-    """Where each input's annotated copy goes: ``out`` itself for one input (unless it is a folder), else out/<name>."""
-    if out is None:
-        return {}
-    if len(inputs) == 1 and not out.is_dir() and out.suffix:
-        return {inputs[0]: out}
-    targets: dict[Path, Path] = {}
-    taken: set[Path] = set()
-    for path in inputs:
-        suffix = ".mp4" if is_video(path) else (path.suffix.lower() if cv2.haveImageWriter(f"x{path.suffix}") else ".png")
-        target = out / f"{path.stem}_annotated{suffix}"
-        n = 2
-        while target in taken:
-            target = out / f"{path.stem}_annotated-{n}{suffix}"
-            n += 1
-        taken.add(target)
-        targets[path] = target
-    return targets
-
-
-def video_csv_path(table: Path, video: Path) -> Path:
-    """Where a video's timeline goes when ``--csv table`` is given: ``<table stem>_<video stem>.csv``."""
-    return table.with_name(f"{table.stem}_{video.stem}.csv")
-
-
-def output_paths(args: argparse.Namespace, inputs: list[Path], targets: dict[Path, Path]) -> dict[Path, str]:
-    """Every file this run may write, and the option that names it."""
-    outputs = {target: "--annotate" for target in targets.values()}
-    if args.csv:
-        table = Path(args.csv)
-        outputs[table] = "--csv"
-        outputs.update({video_csv_path(table, p): "--csv" for p in inputs if is_video(p)})
-    return outputs
-
-
-def same_file(a: Path, b: Path) -> bool:
-    """Whether two paths name one file (the same path, a symlink or a hard link to it)."""
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
-def overwritten_input(outputs: dict[Path, str], inputs: list[Path]) -> str | None:
-    """A one-line refusal when an output would replace an input, else None."""
-    for output, option in outputs.items():
-        for source in inputs:
-            if same_file(output, source):
-                named = "" if output == source else f" (the same file as the input {source})"
-                return (f"{option} {output} would overwrite an input{named}: ferkit never writes over its "
-                        "inputs; choose another name")
-    return None
-
-
-def write_csv(path: Path, classes: tuple[str, ...], rows: list[dict]) -> None:
-    """The ``--csv`` table: ``ImageResult.to_rows()`` of every image, written atomically."""
-    with atomic_open(path, "w") as f:
-        writer = csv.DictWriter(f, fieldnames=row_fields(classes), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def write_annotated(result: ImageResult, target: Path) -> None:
-    """``result.plot()`` encoded as ``target``'s suffix says, written atomically."""
-    ok, encoded = cv2.imencode(target.suffix, result.plot())
-    if not ok:
-        raise ImageError(f"cannot encode an annotated image as {target.suffix}")
-    write_bytes(target, encoded.tobytes())
+# --- messages --------------------------------------------------------------------------------------
 
 
 def unpinned_note(recognizer: Recognizer) -> str | None:
@@ -214,23 +158,37 @@ def unpinned_note(recognizer: Recognizer) -> str | None:
             f"checked; its SHA-256 is {recognizer.sha256}: pass --sha256 {recognizer.sha256} to pin it")
 
 
+def named_first(name: str, message: str) -> str:
+    """``message`` as "name: reason". The readers' messages name the file anywhere ("cannot decode X: ...",
+    "X is not an image"); a skip line names it first, then why."""
+    before, found, after = message.partition(name)
+    if not found:
+        return f"{name}: {message}"
+    reason = after.lstrip(" :") if after.strip(" :") else before.rstrip(" :")
+    return f"{name}: {reason.removeprefix('is ')}"
+
+
 # --- the run -----------------------------------------------------------------------------------------
 
 
 class Run:
     """Counts and outputs of one ``ferkit predict`` call."""
 
-    def __init__(self, args: argparse.Namespace, recognizer: Recognizer, targets: dict[Path, Path]):
+    def __init__(self, args: argparse.Namespace, recognizer: Recognizer, outputs: Outputs):
         self.args = args
         self.recognizer = recognizer
-        self.targets = targets
+        self.outputs = outputs
         self.rows: list[dict] = []
         self.done = 0
         self.failed = 0
+        self.annotated_images = 0
 
-    def fail(self, message: str) -> None:
+    def fail(self, path: Path, message: str) -> None:
         self.failed += 1
-        tqdm.write(f"ferkit: skipped {message}", file=sys.stderr)
+        tqdm.write(f"ferkit: skipped {named_first(str(path), message)}", file=sys.stderr)
+
+    def wrote(self, path: Path, what: str) -> None:
+        tqdm.write(f"ferkit: wrote {path} ({what})", file=sys.stderr)
 
     def emit(self, source: Path, payload: dict, text: str) -> None:
         self.done += 1
@@ -238,63 +196,81 @@ class Run:
         tqdm.write(json.dumps(record) if self.args.json else text, file=sys.stdout)
 
     def images(self, paths: list[Path]) -> None:
-        """Each image decoded once, then classified with the others of its group."""
+        """Each image decoded once, then classified with the others of its group (bounded by pixels)."""
         with tqdm(total=len(paths), unit="image", file=sys.stderr, disable=True if len(paths) < 2 else None) as bar:
-            for group in chunks(paths, IMAGES_PER_BATCH):
-                decoded = []
-                for path in group:
-                    try:
-                        decoded.append((path, read_image(path)))
-                    except ImageError as e:
-                        self.fail(str(e))
-                results = self.recognizer.predict_batch([image for _, image in decoded], tta=self.args.tta,
-                                                        names=[str(path) for path, _ in decoded])
-                for (path, _), result in zip(decoded, results):
-                    self.image_done(path, result)
+            for group in image_groups(paths):
+                self.classify(self.decoded(group))  # the group's images are freed before the next is decoded
                 bar.update(len(group))
 
+    def decoded(self, group: list[Path]) -> list[tuple[Path, np.ndarray]]:
+        decoded = []
+        for path in group:
+            try:
+                decoded.append((path, read_image(path)))
+            except ImageError as e:
+                self.fail(path, str(e))
+        return decoded
+
+    def classify(self, decoded: list[tuple[Path, np.ndarray]]) -> None:
+        results = self.recognizer.predict_batch([image for _, image in decoded], tta=self.args.tta,
+                                                names=[str(path) for path, _ in decoded])
+        for (path, _), result in zip(decoded, results):
+            self.image_done(path, result)
+
     def image_done(self, path: Path, result: ImageResult) -> None:
-        if path in self.targets:
-            write_annotated(result, self.targets[path])
+        target = self.outputs.annotated.get(path)
+        if target is not None:
+            write_annotated(result, target)
+            self.annotated_images += 1
+            if self.outputs.annotate_folder is None:
+                self.wrote(target, f"{path} annotated")
         self.rows += result.to_rows()
         self.emit(path, {"faces": [f.to_dict() for f in result]}, result.summary())
 
     def video(self, path: Path) -> None:
-        csv_path = video_csv_path(Path(self.args.csv), path) if self.args.csv else None
+        csv_path, annotate_path = self.outputs.timelines.get(path), self.outputs.annotated.get(path)
         with tqdm(unit="frame", desc=path.name, file=sys.stderr, disable=None) as bar:
             def progress(done: int, total: int | None) -> None:
                 bar.total = total
                 bar.update(done - bar.n)
 
             try:
-                result = analyse_video(self.recognizer, path, csv_path=csv_path, annotate_path=self.targets.get(path),
+                result = analyse_video(self.recognizer, path, csv_path=csv_path, annotate_path=annotate_path,
                                        progress=progress)
             except FerkitError as e:
-                self.fail(str(e))
+                self.fail(path, str(e))
                 return
         if result.warning:
             tqdm.write(f"ferkit: warning: {result.warning}", file=sys.stderr)
+        if csv_path is not None:
+            self.wrote(csv_path, f"the timeline of {path}: {len(result.rows)} rows")
+        if annotate_path is not None:
+            self.wrote(annotate_path, f"{path} annotated, {result.frames} frames")
         tracks = [t.to_dict() for t in result.tracks]
         lines = [f"{path}: video, {result.frames} frames ({result.duration_s:.1f} s), {len(tracks)} face track(s)"]
         lines += [f"  track {t['track']:>3}  {t['first_s']:7.2f}-{t['last_s']:.2f} s  mostly {t['dominant']}"
                   for t in tracks]
-        if csv_path:
-            lines.append(f"  timeline: {csv_path}")
         summary = {k: v for k, v in result.to_dict().items() if k != "rows"}
         self.emit(path, {"video": summary}, "\n".join(lines))
+
+    def finish(self) -> None:
+        """The images' table, and where the annotated images went."""
+        table, folder = self.outputs.table, self.outputs.annotate_folder
+        if table is not None:
+            write_csv(table, self.recognizer.classes, self.rows)
+            self.wrote(table, f"{len(self.rows)} row(s), one per face")
+        if folder is not None and self.annotated_images:
+            self.wrote(folder, f"{self.annotated_images} annotated images, named <name>_annotated.<suffix>")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = get_args_parser()
     args = parse_args(parser, argv)
     inputs, problems = expand_sources(args.sources, args.recursive)
-    out = Path(args.annotate) if args.annotate else None
-    targets = annotate_targets(inputs, out)
-    if out is not None and len(targets) == 1 and out.suffix and not (is_video(out) or cv2.haveImageWriter(str(out))):
-        parser.error(f"--annotate {out}: OpenCV cannot write {out.suffix} images; use .jpg or .png")
-    refusal = overwritten_input(output_paths(args, inputs, targets), inputs)
-    if refusal:
-        print(f"ferkit: error: {refusal}", file=sys.stderr)
+    try:
+        outputs = plan_outputs(inputs, args.csv, args.annotate)
+    except RefusedOutput as e:
+        print(f"ferkit: error: {e}", file=sys.stderr)
         return 2
     for problem in problems:
         print(f"ferkit: skipped {problem}", file=sys.stderr)
@@ -310,13 +286,12 @@ def main(argv: list[str] | None = None) -> int:
     note = unpinned_note(recognizer)
     if note:
         print(note, file=sys.stderr)
-    run = Run(args, recognizer, targets)
+    run = Run(args, recognizer, outputs)
     run.failed += len(problems)
     run.images([p for p in inputs if not is_video(p)])
     for video in (p for p in inputs if is_video(p)):
         run.video(video)
-    if args.csv:
-        write_csv(Path(args.csv), recognizer.classes, run.rows)
+    run.finish()
     if run.failed:
         print(f"ferkit: {run.done} input(s) processed, {run.failed} skipped", file=sys.stderr)
     return 0 if run.done else 1

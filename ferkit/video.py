@@ -16,6 +16,8 @@ import contextlib
 import csv
 import math
 import os
+import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -37,6 +39,12 @@ FALLBACK_FPS = 30.0      # when the container (or a webcam) reports no usable fr
 MIN_DECODED = 0.9        # a file that decodes fewer than this share of its declared frames is corrupt
 MAX_PLOTTED_TRACKS = 12  # the timeline shows the longest tracks, one subplot each
 AV_LOG_QUIET = "-8"      # FFmpeg's log level that prints nothing
+# Suffix -> ffmpeg encoder settings of the annotated video: H.264 plays in browsers and QuickTime, VP9 in WebM.
+H264 = ("-c:v", "libx264", "-preset", "veryfast", "-crf", "23")
+ENCODERS = {".mp4": (*H264, "-movflags", "+faststart"), ".m4v": (*H264, "-movflags", "+faststart"),
+            ".mov": (*H264, "-movflags", "+faststart"), ".mkv": H264,
+            ".webm": ("-c:v", "libvpx-vp9", "-crf", "34", "-b:v", "0", "-row-mt", "1", "-deadline", "realtime")}
+EVEN_SIDES = "pad=ceil(iw/2)*2:ceil(ih/2)*2"  # 4:2:0 chroma needs an even width and height
 CSV_FIELDS = ("frame", "time_s", "track", *FACE_ROW_FIELDS)  # then one column per class
 
 Box = tuple[int, int, int, int]
@@ -319,20 +327,82 @@ def draw_tracks(frame: np.ndarray, tracks: list[Track], recognizer: Recognizer) 
     return frame
 
 
+class EncodedVideo:
+    """Frames piped to the ffmpeg that the imageio-ffmpeg wheel ships: H.264 (VP9 in .webm), 4:2:0.
+
+    OpenCV's own writer only has MPEG-4 part 2 (mp4v), which browsers and QuickTime do not play.
+    An odd width or height is padded by one pixel: 4:2:0 chroma needs even sides.
+    """
+
+    def __init__(self, path: Path, fps: float, size: tuple[int, int], shown: Path):
+        codec = ENCODERS.get(path.suffix.lower())
+        if codec is None:
+            raise VideoError(f"cannot write the annotated video {shown}: videos are written as "
+                             f"{', '.join(ENCODERS)}; choose one of those suffixes")
+        self.shown = shown
+        # ffmpeg's messages go to a file, not a pipe: a chatty ffmpeg can never block the writes
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
+        command = [ffmpeg_exe(shown), "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo",
+                   "-pix_fmt", "bgr24", "-s", f"{size[0]}x{size[1]}", "-r", f"{fps:.6g}", "-i", "-", "-an",
+                   *codec, "-pix_fmt", "yuv420p", "-vf", EVEN_SIDES, str(path)]
+        # its own session: the Ctrl+C that ends a webcam recording must not stop ffmpeg before the file is finished
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self.log,
+                                        start_new_session=True)
+
+    def write(self, frame: np.ndarray) -> None:
+        """One BGR frame of the writer's size."""
+        try:
+            self.process.stdin.write(memoryview(np.ascontiguousarray(frame)))
+        except OSError:  # ffmpeg exited: a full disk, a bad parameter
+            self.close()
+            raise VideoError(f"cannot write the annotated video {self.shown}: ffmpeg stopped reading frames") from None
+
+    def close(self) -> None:
+        """Wait for ffmpeg to finish the file; VideoError with its last message when it failed."""
+        if self.log.closed:
+            return
+        with contextlib.suppress(OSError):
+            self.process.stdin.close()
+        code = self.process.wait()
+        self.log.seek(0)
+        lines = self.log.read().decode(errors="replace").strip().splitlines()
+        self.log.close()
+        if code != 0:
+            raise VideoError(f"cannot write the annotated video {self.shown}: ffmpeg failed "
+                             f"({lines[-1] if lines else f'exit status {code}'})")
+
+    def kill(self) -> None:
+        """Stop ffmpeg without waiting for a complete file (the run failed or was interrupted)."""
+        self.process.kill()
+        with contextlib.suppress(VideoError):
+            self.close()
+
+
+def ffmpeg_exe(shown: Path) -> str:
+    """The ffmpeg binary inside the imageio-ffmpeg wheel (never downloaded); VideoError when it is missing."""
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError) as e:
+        raise VideoError(f"cannot write the annotated video {shown}: no ffmpeg ({e}); "
+                         "reinstall ferkit or pip install imageio-ffmpeg") from None
+
+
 @contextlib.contextmanager
-def video_writer(path: Path | None, fps: float, size: tuple[int, int]) -> Iterator[cv2.VideoWriter | None]:
-    """An mp4v writer into a temp file renamed over ``path`` when the block succeeds; None when no path."""
+def video_writer(path: Path | None, fps: float, size: tuple[int, int]) -> Iterator[EncodedVideo | None]:
+    """An H.264 writer into a temp file renamed over ``path`` when the block succeeds; None when no path."""
     if path is None:
         yield None
         return
     with atomic_path(path) as tmp:
-        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-        if not writer.isOpened():
-            raise VideoError(f"cannot write the annotated video {path}: OpenCV has no mp4v encoder for it")
+        writer = EncodedVideo(tmp, fps, size, path)
         try:
             yield writer
-        finally:
-            writer.release()
+        except BaseException:
+            writer.kill()
+            raise
+        writer.close()
 
 
 def frame_size(capture: cv2.VideoCapture, where: str) -> tuple[int, int]:
@@ -405,7 +475,7 @@ class FrameLoop:
     """Frames read, sampled, classified, tied to tracks and written: the counts and rows of one video."""
 
     def __init__(self, recognizer: Recognizer, tracker: Tracker, fps: float, sample_every: int,
-                 writer: cv2.VideoWriter | None, size: tuple[int, int]):
+                 writer: EncodedVideo | None, size: tuple[int, int]):
         self.recognizer, self.tracker, self.fps, self.sample_every = recognizer, tracker, fps, sample_every
         self.writer, self.size = writer, size
         self.rows: list[FrameRow] = []

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -49,7 +50,8 @@ def test_folder_with_a_bad_file_csv_and_annotate(model, tmp_path):
     table, annotated = tmp_path / "faces.csv", tmp_path / "annotated"
     proc = ferkit("predict", str(folder), "--model", model, "--csv", str(table), "--annotate", str(annotated))
     assert proc.returncode == 0, proc.stderr
-    assert "broken.jpg is not an image" in proc.stderr and "Traceback" not in proc.stderr
+    assert f"ferkit: skipped {folder / 'broken.jpg'}: not an image (or not in a format" in proc.stderr
+    assert "Traceback" not in proc.stderr
     assert "coffee.jpg: no face found" in proc.stdout and "family.jpg: 4 faces" in proc.stdout
     rows = list(csv.DictReader(table.open()))
     assert len(rows) == 4 and [r["face"] for r in rows] == ["1", "2", "3", "4"]
@@ -206,3 +208,93 @@ def test_a_cache_folder_that_is_a_file_is_one_line(tmp_path, monkeypatch, capsys
         assert code == 1 and not (tmp_path / "out").exists()
         assert err.strip().splitlines() == [f"ferkit: error: the cache folder {cache} cannot be made: "
                                             f"{tmp_path / 'cache'} is a file (set FERKIT_CACHE to a folder, or unset it)"]
+
+
+# --- outputs named as the user expects, plain skip lines, run folders as models (issue 15) ------------------------
+
+
+def test_a_file_name_for_several_annotated_copies_is_refused(model, tmp_path, capsys):
+    out = tmp_path / "one_out.png"
+    code, stdout, err = ferkit_here(capsys, "predict", str(FAMILY), str(PHOTOS / "single_happy_astronaut.jpg"),
+                                    "--model", model, "--annotate", str(out))
+    assert code == 2 and stdout == ""
+    assert err.strip().splitlines() == [f"ferkit: error: --annotate {out} names a file, but 2 inputs need an annotated "
+                                        f"copy each: name a folder, e.g. --annotate {tmp_path / 'one_out'}/"]
+    assert not out.exists()  # once: a folder named one_out.png
+
+
+def test_skip_lines_name_the_file_then_a_plain_reason(model, tmp_path, capsys):
+    cut, header, notes = tmp_path / "cut.jpg", tmp_path / "header.png", tmp_path / "notes.jpg"
+    cut.write_bytes(FAMILY.read_bytes()[:3000])
+    header.write_bytes(b"\x89PNG\r\n\x1a\n truncated")  # Pillow: "Truncated File Read"
+    notes.write_text("not a picture")
+    code, _, err = ferkit_here(capsys, "predict", str(cut), str(header), str(notes), str(tmp_path / "nope.jpg"),
+                               "--model", model)
+    assert code == 1
+    assert err.strip().splitlines() == [
+        f"ferkit: skipped {tmp_path / 'nope.jpg'}: not found",
+        f"ferkit: skipped {cut}: the file is truncated or corrupt",
+        f"ferkit: skipped {header}: the file is truncated or corrupt",
+        f"ferkit: skipped {notes}: not an image (or not in a format ferkit reads: JPG, JPEG, PNG, WEBP, BMP, TIF, "
+        "TIFF, GIF, AVIF)",
+        "ferkit: 0 input(s) processed, 4 skipped",
+    ]
+
+
+def test_model_help_lists_every_bundled_model(capsys):
+    from ferkit.weights import read_manifest
+
+    with pytest.raises(SystemExit) as done:
+        ferkit_here(capsys, "predict", "--help")
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert done.value.code == 0
+    for name, entry in read_manifest()["models"].items():
+        assert f"{name} ({entry['arch']}, {len(entry['classes'])} classes)" in help_text
+
+
+@pytest.fixture
+def run_folder(tmp_path) -> Path:
+    """A ferkit train run folder as training leaves it: best.pt (the bundled fast checkpoint here) and args.json."""
+    from ferkit.settings import WEIGHTS_DIR
+
+    run = tmp_path / "runs" / "mine"
+    run.mkdir(parents=True)
+    shutil.copy(WEIGHTS_DIR / "fast.pt", run / "best.pt")
+    (run / "args.json").write_text(json.dumps({"name": "mine", "out": str(run)}))
+    return run
+
+
+def test_a_run_folder_is_a_model_exported_once(run_folder, tmp_path):
+    from conftest import NO_TORCH
+    from ferkit import load
+
+    env = os.environ | {"FERKIT_DATA": str(tmp_path / "no_data")}  # verified on random faces, as on a laptop
+    no_torch = env | {"PYTHONPATH": str(NO_TORCH)}
+
+    def predict(env: dict) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "ferkit", "predict", str(PHOTOS / "single_happy_astronaut.jpg"),
+                               "--model", str(run_folder)], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=120)
+
+    first, onnx = predict(env), run_folder / "mine.onnx"
+    assert first.returncode == 0, first.stderr
+    assert f"ferkit: note: exported {run_folder / 'best.pt'} to {onnx}" in first.stderr and "1 face" in first.stdout
+    assert (run_folder / "mine.onnx.sha256").is_file()
+    exported = onnx.stat().st_mtime_ns
+    assert load(run_folder / "best.pt").source == str(onnx) and onnx.stat().st_mtime_ns == exported  # reused
+    cached = predict(no_torch)
+    assert cached.returncode == 0 and f"ferkit: note: using {onnx}" in cached.stderr
+    os.utime(run_folder / "best.pt")  # trained further: the export is stale, and torch is missing
+    stale = predict(no_torch)
+    assert stale.returncode == 1
+    assert stale.stderr.strip().splitlines() == [
+        f"ferkit: error: {run_folder / 'best.pt'} is a PyTorch checkpoint and exporting it needs torch, not installed "
+        f"here: run `ferkit export {run_folder / 'best.pt'} --out {onnx}` where it is (pip install 'ferkit[train]'), "
+        f"then pass --model {onnx}"]
+
+
+def test_a_folder_that_is_no_run_is_one_line(tmp_path, capsys):
+    code, _, err = ferkit_here(capsys, "predict", str(FAMILY), "--model", str(tmp_path))
+    assert code == 1
+    assert err.strip().splitlines() == [f"ferkit: error: {tmp_path} is a folder without best.pt or weights.pt: pass a "
+                                        "ferkit train run folder, its best.pt, or an .onnx file"]

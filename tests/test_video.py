@@ -16,7 +16,8 @@ import pytest
 from conftest import NO_TORCH, REPO
 from ferkit.errors import VideoError
 from ferkit.infer import load
-from ferkit.video import CSV_FIELDS, MAX_MISSED, Tracker, analyse_video, check_decoded, iou_matrix, match_boxes
+from ferkit.video import (CSV_FIELDS, MAX_MISSED, Tracker, analyse_video, check_decoded, iou_matrix, match_boxes,
+                          video_writer)
 
 CLIP_FPS = 10.0
 CLIP_FRAMES = 24
@@ -233,8 +234,11 @@ def test_cli_predict_on_a_video(model_path, family_clip, tmp_path):
                    "--annotate", str(tmp_path / "out.mp4"))
     assert done.returncode == 0, done.stderr
     assert "4 face track(s)" in done.stdout
-    fields, rows = read_csv(tmp_path / "out_family.csv")  # a video's timeline goes to <csv stem>_<video stem>.csv
+    fields, rows = read_csv(tmp_path / "out.csv")  # one video: its timeline is the file named (once out_family.csv)
     assert fields[: len(CSV_FIELDS)] == list(CSV_FIELDS) and len(rows) == 4 * CLIP_FRAMES
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv", "out.mp4"]
+    assert f"ferkit: wrote {tmp_path / 'out.csv'} (the timeline of {family_clip}: {4 * CLIP_FRAMES} rows)" in done.stderr
+    assert f"ferkit: wrote {tmp_path / 'out.mp4'} ({family_clip} annotated, {CLIP_FRAMES} frames)" in done.stderr
     assert int(cv2.VideoCapture(str(tmp_path / "out.mp4")).get(cv2.CAP_PROP_FRAME_COUNT)) == CLIP_FRAMES
 
 
@@ -266,7 +270,7 @@ def test_cli_needs_no_torch_for_photos_and_videos(photos_dir, tmp_path):
                     without_torch=True)
     assert video.returncode == 0, video.stderr
     assert "1 face track(s)" in video.stdout
-    _, rows = read_csv(tmp_path / "out_astronaut.csv")
+    _, rows = read_csv(tmp_path / "out.csv")
     assert len(rows) == 12 and {row["track"] for row in rows} == {"1"}
     assert int(cv2.VideoCapture(str(tmp_path / "out.mp4")).get(cv2.CAP_PROP_FRAME_COUNT)) == 12
 
@@ -316,7 +320,7 @@ def test_cli_says_where_a_truncated_video_stopped(model_path, photos_dir, tmp_pa
     assert done.returncode == 0, done.stderr
     [warning] = [line for line in done.stderr.splitlines() if "warning" in line]
     assert warning.startswith(f"ferkit: warning: cannot decode {clip}: decoding stopped at frame ")
-    _, rows = read_csv(tmp_path / "out_cut.csv")
+    _, rows = read_csv(tmp_path / "out.csv")
     assert 0 < len(rows) < CLIP_FRAMES and "Traceback" not in done.stderr
 
 
@@ -328,3 +332,45 @@ def test_cli_refuses_to_annotate_a_video_over_itself(model_path, family_clip, tm
     assert done.stderr.strip().splitlines() == [f"ferkit: error: --annotate {clip} would overwrite an input: ferkit "
                                                 "never writes over its inputs; choose another name"]
     assert clip.read_bytes() == family_clip.read_bytes()
+
+
+def test_cli_csv_of_a_video_with_other_inputs_is_a_folder(model_path, family_clip, photos_dir, tmp_path, capsys):
+    from ferkit.cli import main
+
+    photo = photos_dir / "single_happy_astronaut.jpg"
+    named = tmp_path / "timeline.csv"
+    assert main(["predict", str(family_clip), str(photo), "--model", str(model_path), "--csv", str(named)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"ferkit: error: --csv {named} names a file, but this run writes 2 tables (the images' faces, a timeline per "
+        f"video): name a folder, e.g. --csv {tmp_path / 'timeline'}/"]
+    assert not named.exists()
+    tables = tmp_path / "tables"
+    assert main(["predict", str(family_clip), str(photo), "--model", str(model_path), "--csv", str(tables)]) == 0
+    err = capsys.readouterr().err
+    assert sorted(p.name for p in tables.iterdir()) == ["faces.csv", "family.csv"]
+    assert len(read_csv(tables / "family.csv")[1]) == 4 * CLIP_FRAMES and len(read_csv(tables / "faces.csv")[1]) == 1
+    assert f"ferkit: wrote {tables / 'family.csv'} (the timeline of {family_clip}" in err
+    assert f"ferkit: wrote {tables / 'faces.csv'} (1 row(s), one per face)" in err
+
+
+def test_odd_sizes_are_padded_and_other_suffixes_refused(tmp_path):
+    with video_writer(tmp_path / "odd.mp4", CLIP_FPS, (33, 17)) as writer:
+        for i in range(3):
+            writer.write(np.full((17, 33, 3), 60 * i, np.uint8))
+    capture = cv2.VideoCapture(str(tmp_path / "odd.mp4"))
+    size = (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    assert size == (34, 18) and capture.get(cv2.CAP_PROP_FRAME_COUNT) == 3  # 4:2:0 needs even sides
+    with pytest.raises(VideoError, match=r"x.avi: videos are written as .mp4, .m4v, .mov, .mkv, .webm"), \
+            video_writer(tmp_path / "x.avi", CLIP_FPS, (32, 32)):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.mp4"]  # no temp file left
+
+
+def test_cli_refuses_an_image_name_for_an_annotated_video(model_path, family_clip, tmp_path, capsys):
+    from ferkit.cli import main
+
+    out = tmp_path / "frame.png"
+    assert main(["predict", str(family_clip), "--model", str(model_path), "--annotate", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"ferkit: error: --annotate {out}: an annotated video is written as .mp4, .m4v, .mov, .mkv, .webm; choose one "
+        "of those suffixes"]
