@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "app": ("ferkit.app.launch", "start the Streamlit web app"),
     "data": ("ferkit.datastats", "dataset statistics, sample grids and augmentation previews"),
     "preprocess": ("ferkit.preprocess", "the report's preprocessing steps on one image, as a figure"),
-    "train": ("ferkit.train_config", "train or fine-tune a model (needs ferkit[train])"),
+    "train": ("ferkit.train_cmd", "train or fine-tune a model (needs ferkit[train])"),
     "evaluate": ("ferkit.evaluate", "accuracy, per-class metrics, confusion matrix, ROC and calibration"),
     "export": ("ferkit.export", "export a trained checkpoint to ONNX, verified against PyTorch"),
     "ensemble": ("ferkit.ensemble", "average trained models' probabilities: the teacher file of distillation "

@@ -27,6 +27,7 @@ from .errors import DataError, FerkitError, require_training_extra
 from .fileio import atomic_open, read_npz
 from .labels import EMOTIONS, FERPLUS_EMOTIONS, SPLITS
 from .tta import TTA_MODES
+from .weights import RUN_CHECKPOINTS
 
 try:  # the training extra: reading an ensemble file needs only numpy, making one needs torch
     import torch
@@ -38,7 +39,6 @@ except ImportError as e:
     MISSING = e
 
 CALIBRATION_SPLIT = "PublicTest"
-CHECKPOINT_NAMES = ("best.pt", "weights.pt")  # what a run folder holds, in order of preference
 REQUIRED_KEYS = ("classes", "members", "tta")
 
 
@@ -46,10 +46,10 @@ def member_checkpoint(member: str) -> str:
     """A run folder -> its best.pt (or packed weights.pt); a file or bundled name is returned as it is."""
     path = Path(member)
     if path.is_dir():
-        for name in CHECKPOINT_NAMES:
+        for name in RUN_CHECKPOINTS:
             if (path / name).is_file():
                 return str(path / name)
-        raise FerkitError(f"{path} holds no {' or '.join(CHECKPOINT_NAMES)}: is it a ferkit train run folder?")
+        raise FerkitError(f"{path} holds no {' or '.join(RUN_CHECKPOINTS)}: is it a ferkit train run folder?")
     return member
 
 

@@ -56,7 +56,9 @@ from .train_config import RECIPES, UNSURE_THRESHOLD, TrainConfig, get_args_parse
 from .tta import TTA_MODES
 from .userdata import load_face_folder
 
-INHERITED_META = ("input_size", "channels", "mean", "std", "face_margin", "unsure_threshold")
+# What a fine-tuned model inherits from its parent: how faces are framed and scaled, and its calibration
+# (kept when the user's validation part is too small to fit one).
+INHERITED_META = ("input_size", "channels", "mean", "std", "face_margin", "temperature", "unsure_threshold")
 LOCK_FILE = ".lock"
 
 

@@ -9,7 +9,7 @@ import argparse
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from .errors import FerkitError, require_training_extra
+from .errors import FerkitError
 from .tta import TTA_MODES
 
 TRAIN_DOC = """Train a facial-expression model (needs torch: pip install 'ferkit[train]').
@@ -217,12 +217,3 @@ def resolve_settings(args: argparse.Namespace, parent: dict | None = None) -> Tr
     cfg.name = cfg.name or Path(cfg.out).name
     return cfg
 
-
-def main(argv: list[str] | None = None) -> int:
-    """``ferkit train``: the options are parsed here (``--help`` needs no torch), the run in ferkit.train."""
-    get_args_parser().parse_args(argv)
-    try:
-        from . import train
-    except ImportError as e:
-        require_training_extra("train", e)
-    return train.main(argv)

@@ -492,3 +492,16 @@ def test_help_works_without_torch_and_running_names_the_extra(command, tmp_path)
     assert ran.stderr.strip().splitlines() == [f"ferkit: error: ferkit {command} needs torch and onnx "
                                                f"(No module named '{'onnx' if command == 'export' else 'torch'}' "
                                                "(hidden by tests/no_torch)): pip install 'ferkit[train]'"]
+
+
+def test_a_validation_part_too_small_keeps_the_parents_calibration():
+    """6 held-out faces once fitted T = 0.05: "happy 100 %" on wrong answers. Now the parent's T and threshold stay."""
+    from ferkit.train import calibrate
+
+    meta = default_meta("fastnet", temperature=0.848, unsure_threshold=0.52)
+    logits = np.array([[4.0, 0.0, 0.0]] * 3 + [[0.0, 4.0, 0.0]] * 3)
+    said = calibrate(meta, logits, np.array([0, 0, 0, 1, 1, 1]), "validation")
+    assert (meta["temperature"], meta["unsure_threshold"]) == (0.848, 0.52)
+    assert said == "kept T = 0.848 and unsure below 0.52: validation has 6 faces, fewer than the 50 needed"
+    parent = default_meta("fastnet", temperature=0.848)
+    assert run_meta(settings("--from", "p.pt", "--out", "runs/mine", parent=parent), parent)["temperature"] == 0.848
