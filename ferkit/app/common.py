@@ -6,21 +6,31 @@ browser; the ``render_*`` functions draw Streamlit elements.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import altair as alt
+import cv2
 import numpy as np
 import pandas as pd
 import streamlit as st
+from matplotlib.colors import to_hex
 
+from ..draw import plot_colour
 from ..errors import FerkitError
 from ..images import IMAGE_SUFFIXES
 from ..settings import WEIGHTS_DIR
 from . import MODEL_ENV
+from .tiers import bundled_tiers
+from .uploads import too_large
 
 if TYPE_CHECKING:
     from ..infer import Recognizer
@@ -30,7 +40,10 @@ APP_DIR = Path(__file__).resolve().parent
 SAMPLES_DIR = APP_DIR / "samples"
 REPORTS_DIR = WEIGHTS_DIR / "reports"
 IMAGE_TYPES = [s.lstrip(".") for s in IMAGE_SUFFIXES]  # the uploaders accept what the CLI reads
-MAX_IMAGE_MB = 20
+PREVIEW_SIDE = 1280   # px: the longest side of the annotated image a cached analysis keeps
+THUMBNAIL_SIDE = 240  # px: the per-image summary's picture
+CROP_SIDE = 160       # px: a face's thumbnail
+MAX_CACHE_MB = 256    # analyses kept for reruns (downloads, widgets), least recently used dropped first
 SETTINGS_KEY = "ferkit_settings"
 EMOJI = {
     "angry": "😠", "disgust": "🤢", "fear": "😨", "happy": "😄", "sad": "😢",
@@ -58,8 +71,9 @@ def bundled_models() -> dict[str, dict]:
 
 def model_choices() -> tuple[list[ModelChoice], int]:
     """The picker's models (bundled ones, ``default`` first, plus $FERKIT_MODEL) and the index to start on."""
-    names = sorted(bundled_models(), key=lambda n: (n != "default", n))
-    choices = [ModelChoice(f"{name} (bundled)", name) for name in names]
+    tiers = bundled_tiers(bundled_models())
+    names = [t.name for t in tiers]
+    choices = [ModelChoice(t.label(), t.name) for t in tiers]
     override = os.environ.get(MODEL_ENV)
     if not override:
         return choices, 0
@@ -117,7 +131,7 @@ def render_sidebar() -> Settings:
     else:
         recognizer = settings.recognizer
         emojis = " ".join(EMOJI.get(c, "") for c in recognizer.classes)
-        st.sidebar.caption(f"{len(recognizer.classes)} classes: {emojis}")
+        st.sidebar.caption(f"{settings.choice.label} · {len(recognizer.classes)} classes: {emojis}")
         settings.tta = st.sidebar.selectbox("Test-time augmentation", list(TTA_HELP), format_func=TTA_HELP.get,
                                             key="tta", help="Average the prediction over flipped/shifted views: "
                                                             "a little more accurate, slower.")
@@ -146,11 +160,17 @@ def require_recognizer() -> tuple[Recognizer, Settings]:
 
 @dataclass
 class ImageAnalysis:
-    """One analysed input; ``problem`` is a one-line message when it could not be analysed."""
+    """One analysed input, as the page shows it; ``problem`` is a one-line message when it could not be analysed.
+
+    Only downscaled pictures are kept (``result.image`` at most PREVIEW_SIDE px, boxes still in the
+    input's pixels), so that a remembered analysis of a 50 MP photo costs megabytes, not hundreds.
+    """
 
     name: str
-    result: ImageResult | None = None    # the faces, and the image as decoded (BGR)
-    annotated: np.ndarray | None = None  # BGR copy with boxes and labels
+    result: ImageResult | None = None    # the faces; its image downscaled to PREVIEW_SIDE
+    annotated: np.ndarray | None = None  # BGR, the preview with boxes and labels
+    thumbnail: np.ndarray | None = None  # BGR, the annotated preview at THUMBNAIL_SIDE
+    crops: list[np.ndarray] = field(default_factory=list)  # RGB, each face at CROP_SIDE
     problem: str | None = None
 
     @property
@@ -161,12 +181,26 @@ class ImageAnalysis:
     def faces(self) -> list[FaceResult]:
         return [] if self.result is None else list(self.result)
 
+    @property
+    def nbytes(self) -> int:
+        arrays = [self.image, self.annotated, self.thumbnail, *self.crops]
+        return sum(a.nbytes for a in arrays if a is not None)
 
-def too_large(name: str, size: int) -> str | None:
-    """A one-line refusal when an image upload is over MAX_IMAGE_MB, else None."""
-    if size <= MAX_IMAGE_MB * 2**20:
-        return None
-    return f"{name}: {size / 2**20:.0f} MB is over the {MAX_IMAGE_MB} MB limit for images"
+
+def downscaled(image: np.ndarray, side: int) -> np.ndarray:
+    """``image`` with its longest side at most ``side`` px (INTER_AREA), or itself when it is smaller."""
+    scale = side / max(image.shape[:2])
+    if scale >= 1:
+        return image
+    size = max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def face_crop(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The face region of a BGR image as RGB, clipped to the image, at most CROP_SIDE px."""
+    x, y, w, h = box
+    crop = image[max(y, 0):max(y + h, 0), max(x, 0):max(x + w, 0)]
+    return np.ascontiguousarray(downscaled(crop, CROP_SIDE)[..., ::-1]) if crop.size else crop
 
 
 def analyse_image(recognizer: Recognizer, name: str, data: bytes, *, tta: str = "none",
@@ -182,14 +216,59 @@ def analyse_image(recognizer: Recognizer, name: str, data: bytes, *, tta: str = 
         result = recognizer.predict(data, name=name, tta=tta).with_unsure_threshold(threshold)  # decoded once
     except FerkitError as e:
         return ImageAnalysis(name, problem=str(e))
-    return ImageAnalysis(name, result, result.plot())
+    crops = [face_crop(result.image, face.box) for face in result]
+    preview = dataclasses.replace(result, image=downscaled(result.image, PREVIEW_SIDE), input_size=result.size)
+    annotated = preview.plot()
+    return ImageAnalysis(name, preview, annotated, downscaled(annotated, THUMBNAIL_SIDE), crops)
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def cached_analysis(_recognizer: Recognizer, model_source: str, name: str, data: bytes, tta: str,
-                    threshold: float) -> ImageAnalysis:
-    """``analyse_image`` remembered per (model, bytes, settings): buttons and downloads rerun the page."""
-    return analyse_image(_recognizer, name, data, tta=tta, threshold=threshold)
+class AnalysisCache:
+    """Analyses by key, bounded in bytes: the least recently used are dropped first. Thread-safe."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: OrderedDict[tuple, ImageAnalysis] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: tuple) -> ImageAnalysis | None:
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+            return self._entries.get(key)
+
+    def put(self, key: tuple, analysis: ImageAnalysis) -> None:
+        """Keep ``analysis`` (unless it alone is over the bound), dropping the oldest to stay within it."""
+        if analysis.nbytes > self.max_bytes:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            self.bytes += analysis.nbytes - (old.nbytes if old else 0)
+            self._entries[key] = analysis
+            while self.bytes > self.max_bytes:
+                _, dropped = self._entries.popitem(last=False)
+                self.bytes -= dropped.nbytes
+
+
+@st.cache_resource(show_spinner=False)
+def analysis_cache() -> AnalysisCache:
+    """One cache per server process, shared by every session (a key holds the image bytes' hash)."""
+    return AnalysisCache(MAX_CACHE_MB * 2**20)
+
+
+def remembered_analysis(recognizer: Recognizer, model_source: str, name: str, data: bytes, tta: str,
+                        threshold: float) -> ImageAnalysis:
+    """``analyse_image`` remembered per (model, name, bytes, settings): buttons and downloads rerun the page."""
+    key = (model_source, name, hashlib.sha256(data).hexdigest(), tta, threshold)
+    cache = analysis_cache()
+    analysis = cache.get(key)
+    if analysis is None:
+        analysis = analyse_image(recognizer, name, data, tta=tta, threshold=threshold)
+        cache.put(key, analysis)
+    return analysis
 
 
 def analyse_all(recognizer: Recognizer, model_source: str, inputs: Sequence[tuple[str, bytes]], *, tta: str,
@@ -198,12 +277,22 @@ def analyse_all(recognizer: Recognizer, model_source: str, inputs: Sequence[tupl
     for done, (name, data) in enumerate(inputs):
         if progress:
             progress(done, name)
-        analyses.append(cached_analysis(recognizer, model_source, name, data, tta, threshold))
+        analyses.append(remembered_analysis(recognizer, model_source, name, data, tta, threshold))
     return analyses
 
 
 def shown_label(face: FaceResult) -> str:
     return "unsure" if face.unsure else face.label
+
+
+def emotion_scale(names: Sequence[str]) -> alt.Scale:
+    """An altair colour scale giving each emotion the colour of its boxes (``draw.plot_colour``)."""
+    return alt.Scale(domain=list(names), range=emotion_colours(names))
+
+
+def emotion_colours(names: Sequence[str]) -> list[str]:
+    """The hex colour of each emotion's boxes, for ``st.line_chart(color=...)``."""
+    return [to_hex(plot_colour(name)) for name in names]
 
 
 def face_title(index: int, face: FaceResult) -> str:
@@ -233,13 +322,6 @@ def results_json(analyses: Sequence[ImageAnalysis], model: str) -> str:
         "model": model,
         "images": [{"image": a.name, "problem": a.problem, "faces": [f.to_dict() for f in a.faces]} for a in analyses],
     }, indent=2)
-
-
-def face_crop(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """The face region of a BGR image as RGB, clipped to the image."""
-    x, y, w, h = box
-    crop = image[max(y, 0):max(y + h, 0), max(x, 0):max(x + w, 0)]
-    return np.ascontiguousarray(crop[..., ::-1])
 
 
 def sample_title(path: Path) -> str:

@@ -14,12 +14,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import MODEL_ENV
+from . import MAX_UPLOAD_MB, MODEL_ENV
 
 APP_FILE = Path(__file__).resolve().parent / "main.py"
 DEFAULT_PORT = 8501
-# Large enough for a short video; images have their own, smaller limit in common.py.
-MAX_UPLOAD_MB = 200
+# Streamlit runs every page view in a new thread, and glibc gives threads their own malloc arenas:
+# with one per thread, the large temporary arrays of big photos left ~30 MB per upload stranded in
+# arenas (a server grew 400 MB over 14 uploads of 24 MP photos; with 2 arenas, 140 MB, most of it the
+# bounded cache of previews). A value already in the environment is kept.
+MALLOC_ARENAS = 2
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -50,6 +53,7 @@ def streamlit_command(args: argparse.Namespace) -> list[str]:
 def streamlit_env(args: argparse.Namespace) -> dict[str, str]:
     """The environment of the Streamlit process: the model choice, and ferkit importable from its script."""
     env = dict(os.environ)
+    env.setdefault("MALLOC_ARENA_MAX", str(MALLOC_ARENAS))
     if args.model:
         model = Path(args.model).expanduser()
         env[MODEL_ENV] = str(model.resolve()) if model.suffix == ".onnx" else args.model

@@ -4,7 +4,8 @@ import cv2
 import numpy as np
 import streamlit as st
 
-from ferkit.app.common import IMAGE_TYPES, SAMPLES_DIR, rgb, sample_title, too_large
+from ferkit.app.common import IMAGE_TYPES, SAMPLES_DIR, rgb, sample_title
+from ferkit.app.uploads import too_large
 from ferkit.errors import FerkitError
 from ferkit.faces import detect_faces
 from ferkit.images import read_image

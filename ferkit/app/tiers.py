@@ -1,0 +1,99 @@
+"""The bundled models as tiers (issue 12): architecture, accuracy and milliseconds per face of each.
+
+Accuracy is the manifest's ``accuracy`` (measured by ``ferkit evaluate``). The time per face is read
+from ``benchmarks/results/infer.json`` (written by ``python -m benchmarks.bench_infer``), never
+measured by the app: a model that file does not list, or lists with another architecture (an
+older model under the same name), shows "–".
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+from ..labels import FERPLUS_EMOTIONS
+
+INFER_RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "infer.json"
+ARCH_TITLES = {"vgg": "VGG", "resnet18": "ResNet-18"}  # other architectures show their registry name
+MISSING = "–"
+
+
+@dataclass(frozen=True)
+class Tier:
+    """One bundled model as the picker and the Model page describe it."""
+
+    name: str
+    arch: str
+    dataset: str                 # FER2013 or FER+: whose labels the accuracy is measured on
+    accuracy: float | None
+    split: str | None
+    ms_per_face: float | None
+
+    def accuracy_text(self) -> str:
+        return MISSING if self.accuracy is None else f"{self.accuracy:.1%}".replace("%", " %")
+
+    def ms_text(self) -> str:
+        return MISSING if self.ms_per_face is None else f"{self.ms_per_face:.{0 if self.ms_per_face >= 10 else 1}f}"
+
+    def label(self) -> str:
+        """``default — VGG, 72.6 % FER2013, 11 ms/face`` (a "–" for what is not known)."""
+        return f"{self.name} — {ARCH_TITLES.get(self.arch, self.arch)}, {self.accuracy_text()} {self.dataset}, " \
+               f"{self.ms_text()} ms/face"
+
+    def row(self) -> dict:
+        """The Model page's table row (texts, "–" where not known)."""
+        return {"model": self.name, "architecture": ARCH_TITLES.get(self.arch, self.arch), "labels": self.dataset,
+                "accuracy": self.accuracy_text(), "measured on": self.split or MISSING,
+                "ms per face": MISSING if self.ms_per_face is None else f"{self.ms_per_face:.2f}"}
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _measured(path: str, mtime_ns: int) -> dict:
+    """infer.json's ``{name: (arch, ONNX Runtime median ms), ...}`` and its machine; {} when unreadable."""
+    try:
+        report = json.loads(Path(path).read_text())
+        models = {m["name"]: (m.get("arch"), float(m["latency"]["onnxruntime"]["median_ms"]))
+                  for m in report.get("models", [])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+    return {"models": models, "machine": report.get("machine", {})}
+
+
+def measured() -> dict:
+    """The benchmark's per-face times (see ``_measured``), re-read when the file changes."""
+    path = INFER_RESULTS
+    try:
+        return _measured(str(path), path.stat().st_mtime_ns)
+    except OSError:
+        return {}
+
+
+def tier(name: str, entry: dict, speeds: dict) -> Tier:
+    """A manifest entry as a Tier; its time per face only when infer.json lists the same architecture."""
+    arch = entry.get("arch", "?")
+    accuracy = entry.get("accuracy") if isinstance(entry.get("accuracy"), dict) else {}
+    timed_arch, ms = speeds.get("models", {}).get(name, (None, None))
+    dataset = "FER+" if tuple(entry.get("classes", ())) == FERPLUS_EMOTIONS else "FER2013"
+    split = accuracy.get("split")
+    if split and accuracy.get("tta") not in (None, "none"):
+        split += f" ({accuracy['tta']} TTA)"
+    return Tier(name, arch, dataset, accuracy.get("value"), split, ms if timed_arch == arch else None)
+
+
+def bundled_tiers(models: dict[str, dict]) -> list[Tier]:
+    """Every bundled model (``{name: manifest entry}``), ``default`` first."""
+    speeds = measured()
+    return [tier(name, models[name], speeds) for name in sorted(models, key=lambda n: (n != "default", n))]
+
+
+def source_caption() -> str:
+    """Where the tiers' numbers come from, for a caption under them."""
+    machine = measured().get("machine", {})
+    where = f" on {machine.get('cpu', '?')} with {machine.get('usable_cpus', '?')} CPUs" if machine else ""
+    return ("Accuracy: the manifest (`ferkit/weights/manifest.json`), measured by `ferkit evaluate` on the split "
+            "shown. ms per face: one face, batch 1, one thread, ONNX Runtime median, "
+            f"read from `benchmarks/results/infer.json`{where} (`python -m benchmarks.bench_infer`); "
+            f"{MISSING} where that file does not list the model.")
