@@ -683,6 +683,8 @@ def run(cfg: TrainConfig, rt: Runtime, parent, out: Path) -> None:
         write_text(out / "args.json", json.dumps(asdict(cfg), indent=1))  # with the epochs actually run
         plot_curves(out, state.log, val_split)
         finish(out, cfg, held_out, rt.device)
+    if rt.world > 1:  # the other ranks wait for rank 0's finish: a gloo group torn down early can abort at exit
+        dist.barrier()
 
 
 def calibrate(meta: dict, logits: np.ndarray, labels: np.ndarray, split: str) -> str:
