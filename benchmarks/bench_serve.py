@@ -2,14 +2,14 @@
 
     python -m benchmarks.bench_serve [--clients 16] [--requests 50] [--workers 1 --workers 2]
 
-For each worker count: the server starts as a subprocess on a free local port, answers one
-request per photo (warm-up: the model is loaded and every code path has run), then ``--clients``
+For each worker count: the server starts as a subprocess on a free local port, then ``--clients``
 threads each send ``--requests`` multipart POSTs to /v1/predict, the 12 real photos in turn. It
 records latency percentiles, throughput, errors (any status but 200, or a transport failure) and
 the server's resident memory (the process and its worker processes, from /proc) at start, after
-a warm-up (every photo once per client, at the same concurrency: arenas and caches fill up to
-their level for that load) and after the load. Bounded: ``--deadline-s`` for the whole load, ``--timeout-s`` per request; only
-127.0.0.1 is ever contacted. Prints a markdown table; writes benchmarks/results/serve.json.
+a warm-up (every photo once per client and worker, at the same concurrency: the models load, and
+arenas and caches fill up to their level for that load) and after the load. Bounded:
+``--deadline-s`` for the whole load, ``--timeout-s`` per request; only 127.0.0.1 is contacted.
+Prints a markdown table; writes benchmarks/results/serve.json.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from benchmarks.bench_app import free_port
 from benchmarks.bench_infer import machine_info
+from ferkit.app.harness import free_port
 from ferkit.fileio import write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +42,7 @@ def photos() -> list[tuple[str, bytes]]:
     if not found:
         raise SystemExit(f"bench_serve: no photos in {PHOTOS}")
     return [(p.name, p.read_bytes()) for p in found]
+
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -118,7 +119,7 @@ def load_test(workers: int, args: argparse.Namespace, images: list[tuple[str, by
     url, server = start_server(workers, args.model, tmp / f"server_{workers}.log")
     try:
         rss_started = tree_rss_mb(server.pid)
-        load(url, images, args.clients, len(images), args)  # warm-up: every photo, at the load's concurrency
+        load(url, images, args.clients, len(images) * workers, args)  # warm-up: each worker sees every photo
         rss_before = tree_rss_mb(server.pid)
         start = time.perf_counter()
         results = load(url, images, args.clients, args.requests, args)
@@ -131,7 +132,8 @@ def load_test(workers: int, args: argparse.Namespace, images: list[tuple[str, by
     latencies = np.array([r[0] for r in ok]) * 1000
     return {
         "workers": workers, "requests": len(results), "ok": len(ok),
-        "errors": sum(1 for r in results if r[1] not in (200, -1)), "not_sent_deadline": sum(r[1] == -1 for r in results),
+        "errors": sum(1 for r in results if r[1] not in (200, -1)),
+        "not_sent_deadline": sum(r[1] == -1 for r in results),
         "wall_s": round(wall, 2), "requests_per_s": round(len(ok) / wall, 1),
         "faces_per_s": round(sum(r[2] for r in ok) / wall, 1),
         **{f"p{q}_ms": round(float(np.percentile(latencies, q)), 1) if len(ok) else None for q in (50, 95, 99)},

@@ -21,6 +21,7 @@ pytest.importorskip("fastapi")
 
 from conftest import REPO
 
+from ferkit.app.harness import free_port
 from ferkit.infer import load
 from ferkit.service import MAX_BATCH_FILES, get_args_parser
 from ferkit.weights import read_manifest
@@ -30,11 +31,6 @@ START_S = 60          # a server that does not answer /healthz by then has faile
 REQUEST_S = 30
 BOMB_SIDE = 20_000    # px: a 20k x 20k PNG, 400 MP, compressed to about 50 kB
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_healthy(url: str, server: subprocess.Popen, log: Path) -> None:

@@ -1,5 +1,5 @@
 """The app as the tests and benchmarks drive it: `ferkit app` in the background on a free port, and
-Debian's headless chromium through selenium.
+Debian's headless chromium through selenium; ``free_port`` serves every test and benchmark server.
 
 The app itself never imports this module; selenium (the test extra) is imported only when a browser
 is asked for, psutil only when the server's memory is.

@@ -7,16 +7,23 @@
 #                                                # flip-TTA probabilities -> teacher.npz
 #   bash scripts/gpu/ladder.sh gen2 TEACHER.npz  # students distilled from teacher.npz: 3 VGGs ("born
 #                                                # again") and 3 CPU-sized nets (fastnet, mobile, mobile_deep)
+#   PREFIX=g3 SEED=20 bash scripts/gpu/ladder.sh students TEACHER.npz
+#                                                # 6 diverse big students of TEACHER.npz (4 VGG, VGG + mixup,
+#                                                # ResNet-18), then their ensemble -> teacher.npz for the next rung
+#   PREFIX=g5 SEED=40 bash scripts/gpu/ladder.sh small TEACHER.npz
+#                                                # 6 CPU-sized students of TEACHER.npz (the fast tier's candidates)
 #
 # T (seconds, default 520) is each run's --time-limit; the runs share the GPU, so the epochs follow.
 # SPEED: options for every run (default: none, as the committed runs were made). SPEED="--compile --compile-mode
 # reduce-overhead" (CUDA graphs) ran 6 concurrent VGGs at 3.52 s/epoch instead of 5.24 (docs/results/ladder/speed.txt).
 # Ensembles and reports are then made on the CPU from the logits (python -m benchmarks.bench_accuracy).
 set -u
-STAGE=${1:?usage: ladder.sh gen1 | gen2 TEACHER.npz}
+STAGE=${1:?usage: ladder.sh gen1 | gen2 TEACHER.npz | students TEACHER.npz | small TEACHER.npz}
 T=${T:-520}
-GPU_CALL="T=$T bash scripts/gpu/ladder.sh $*"
-RUNS=/tmp/runs/$STAGE  # a warm machine keeps /tmp between calls: each stage packs only its own runs
+PREFIX=${PREFIX:-g3}
+SEED=${SEED:-20}
+GPU_CALL="T=$T PREFIX=$PREFIX SEED=$SEED SPEED=\"${SPEED:-}\" bash scripts/gpu/ladder.sh $*"
+RUNS=/tmp/runs/$STAGE$PREFIX  # a warm machine keeps /tmp between calls: each stage packs only its own runs
 rm -rf "$RUNS"
 export EXTRA="${SPEED:-} ${EXTRA:-}"
 source scripts/gpu/common.sh
@@ -45,8 +52,35 @@ elif [ "$STAGE" = gen2 ]; then
   job g2_mobile_deep $((T + 40)) --arch mobile_deep --epochs 300 --time-limit $T --seed 15 $KD --distill-temp 2
   wait_all
   grep -h "^summary\|time limit" $RUNS/*.log
+elif [ "$STAGE" = students ]; then
+  cp "${2:?students needs a teacher file}" $RUNS/teacher_in.npz
+  KD="--teacher-probs $RUNS/teacher_in.npz"
+  job ${PREFIX}_vgg_a $((T + 40)) --arch vgg --epochs 200 --time-limit $T --seed $SEED $KD --distill-weight 0.5 --distill-temp 1
+  job ${PREFIX}_vgg_b $((T + 40)) --arch vgg --epochs 200 --time-limit $T --seed $((SEED + 1)) $KD --distill-weight 0.5 --distill-temp 1
+  job ${PREFIX}_vgg_c $((T + 40)) --arch vgg --epochs 200 --time-limit $T --seed $((SEED + 2)) $KD --distill-weight 0.7 --distill-temp 1
+  job ${PREFIX}_vgg_d $((T + 40)) --arch vgg --epochs 200 --time-limit $T --seed $((SEED + 3)) $KD --distill-weight 0.5 --distill-temp 2
+  job ${PREFIX}_vgg_mix $((T + 40)) --arch vgg --epochs 200 --time-limit $T --seed $((SEED + 4)) $KD --distill-weight 0.5 --distill-temp 1 --mixup-alpha 0.5
+  job ${PREFIX}_resnet $((T + 40)) --arch resnet18 --epochs 200 --time-limit $T --seed $((SEED + 5)) $KD --distill-weight 0.5 --distill-temp 1
+  wait_all
+  grep -h "^summary\|time limit" $RUNS/*.log
+  MEMBERS=$(for d in $RUNS/${PREFIX}_*/; do [ -f "$d/logits.npz" ] && echo "$d"; done)
+  timeout 90 python3 -m ferkit ensemble $MEMBERS --tta flip --out $RUNS/teacher.npz 2>&1 | tee $RUNS/ensemble.log
+  rm $RUNS/teacher_in.npz
+  cp $RUNS/teacher.npz "$OUT/"
+elif [ "$STAGE" = small ]; then
+  cp "${2:?small needs a teacher file}" $RUNS/teacher_in.npz
+  KD="--teacher-probs $RUNS/teacher_in.npz"
+  job ${PREFIX}_fastnet_a $((T + 40)) --arch fastnet --epochs 400 --time-limit $T --seed $SEED $KD --distill-weight 0.7 --distill-temp 2
+  job ${PREFIX}_fastnet_b $((T + 40)) --arch fastnet --epochs 400 --time-limit $T --seed $((SEED + 1)) $KD --distill-weight 0.9 --distill-temp 2 --mixup-alpha 0
+  job ${PREFIX}_fastnet_c $((T + 40)) --arch fastnet --epochs 400 --time-limit $T --seed $((SEED + 2)) $KD --distill-weight 0.7 --distill-temp 4 --label-smoothing 0
+  job ${PREFIX}_mobile $((T + 40)) --arch mobile --epochs 400 --time-limit $T --seed $((SEED + 3)) $KD --distill-weight 0.7 --distill-temp 2
+  job ${PREFIX}_mobile_deep $((T + 40)) --arch mobile_deep --epochs 400 --time-limit $T --seed $((SEED + 4)) $KD --distill-weight 0.7 --distill-temp 2
+  job ${PREFIX}_fastnet_wide $((T + 40)) --arch fastnet_wide --epochs 400 --time-limit $T --seed $((SEED + 5)) $KD --distill-weight 0.7 --distill-temp 2
+  wait_all
+  grep -h "^summary\|time limit" $RUNS/*.log
+  rm $RUNS/teacher_in.npz
 else
-  echo "unknown stage $STAGE: gen1 or gen2" >&2
+  echo "unknown stage $STAGE: gen1, gen2, students or small" >&2
   exit 2
 fi
 for d in $RUNS/*/; do echo "$GPU_CALL" > "$d/gpu_call.txt"; done
