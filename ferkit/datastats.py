@@ -252,7 +252,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("stats", parents=[common], help="class counts per split, bar chart, sample grid, JSON")
     s.add_argument("--out", default=str(DEFAULT_STATS_DIR), help=f"output folder (default {DEFAULT_STATS_DIR})")
     s.add_argument("--per-class", type=int, default=8, help="faces per class in the sample grid (default 8)")
-    s.add_argument("--no-ferplus", action="store_true", help="skip the FER+ table and grid")
+    s.add_argument("--no-ferplus", action="store_true", help="skip the FER+ table and grid (default: off)")
     s.set_defaults(run=run_stats)
 
     a = sub.add_parser("augment-preview", parents=[common], help="faces next to augmented versions (needs torch)")
@@ -261,7 +261,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     a.add_argument("--views", type=int, default=7, help="augmented versions per face (default 7)")
     a.add_argument("--aug", default="default", choices=["default", "report"],
                    help="augmentation recipe of ferkit train (default: default)")
-    a.add_argument("--ferplus", action="store_true", help="pick faces by their FER+ label (8 classes)")
+    a.add_argument("--ferplus", action="store_true", help="pick faces by their FER+ label (8 classes) (default: off)")
     a.set_defaults(run=run_augment_preview)
     return p
 

@@ -127,7 +127,9 @@ def format_table(table: dict[str, dict[str, float]]) -> str:
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("ferkit ensemble", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("members", nargs="+", help="run folders, .pt checkpoints or bundled model names")
+    p.add_argument("members", nargs="+",
+                   help="run folders, .pt checkpoints or bundled model names; checkpoints are read with "
+                        "weights_only=True, so a crafted file cannot run code")
     p.add_argument("--out", required=True, help="the ensemble file to write (.npz) (required; no default)")
     p.add_argument("--tta", default="flip", choices=TTA_MODES, help="test-time views per face (default: flip)")
     p.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS,

@@ -367,19 +367,27 @@ def choose_ensemble_weights(prob_list: Sequence[np.ndarray], labels: np.ndarray,
 # --- logits files ----------------------------------------------------------------------------
 
 
+def split_logits_arrays(split: str, logits: np.ndarray | dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``{split}_logits``, or ``{split}_logits_{tta}`` for each mode when ``logits`` maps TTA mode -> logits."""
+    if isinstance(logits, dict):
+        return {f"{split}_logits_{tta}": np.asarray(values, np.float32) for tta, values in logits.items()}
+    return {f"{split}_logits": np.asarray(logits, np.float32)}
+
+
 def write_logits_npz(path: str | os.PathLike, classes: Sequence[str],
-                     splits: dict[str, tuple[np.ndarray, np.ndarray]], *, model: str | None = None,
-                     model_sha256: str | None = None, tta: str | None = None) -> Path:
-    """Write the logits file of the module docstring; ``splits`` maps split name -> (logits, labels)."""
+                     splits: dict[str, tuple[np.ndarray | dict[str, np.ndarray], np.ndarray]], *,
+                     model: str | None = None, model_sha256: str | None = None, tta: str | None = None) -> Path:
+    """Write the logits file of the module docstring, atomically; ``splits`` maps split name -> (logits, labels),
+    the logits one array or a dict TTA mode -> array (one file holding every mode, as ``ferkit train`` saves)."""
     arrays: dict[str, np.ndarray] = {"classes": np.array(list(classes), dtype=str)}
     for split, (logits, labels) in splits.items():
-        arrays[f"{split}_logits"] = np.asarray(logits, np.float32)
+        arrays |= split_logits_arrays(split, logits)
         arrays[f"{split}_labels"] = np.asarray(labels, np.int64)
     for key, value in (("model", model), ("model_sha256", model_sha256), ("tta", tta)):
         if value is not None:
             arrays[key] = np.array(value, dtype=str)
     with atomic_open(path, "wb") as f:
-        np.savez(f, **arrays)
+        np.savez_compressed(f, **arrays)
     return Path(path)
 
 
@@ -522,7 +530,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ensemble", nargs="+", metavar="MODEL",
                         help="several models (names or .onnx paths); weights chosen on --calibrate-on (default: none)")
     parser.add_argument("--probs", nargs="+", metavar="FILE.npz",
-                        help="precomputed logits files (layout in `pydoc ferkit.evaluate`); several = ensemble (default: none)")
+                        help="precomputed logits files (layout in `pydoc ferkit.evaluate`); several = ensemble "
+                             "(default: none)")
     parser.add_argument("--split", default="PrivateTest", choices=SPLITS,
                         help="split to report on (default: PrivateTest)")
     parser.add_argument("--tta", default="none", choices=TTA_MODES, help="test-time augmentation (default: none)")
@@ -532,7 +541,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "(faces found and cropped as at inference; no calibration fitted) (default: none)")
     parser.add_argument("--out", help="report folder (default: runs/eval/<model>-<split>[-<tta>])")
     parser.add_argument("--ferplus", action="store_true",
-                        help="use FER+ labels (automatic when the model's classes include contempt)")
+                        help="use FER+ labels (default: off; automatic when the model's classes include contempt)")
     parser.add_argument("--calibrate-on", default=CALIBRATION_SPLIT, choices=("PublicTest", "PrivateTest", "none"),
                         help="split to fit the temperature (and ensemble weights) on (default: PublicTest)")
     parser.add_argument("--limit", type=int, default=0, metavar="N",

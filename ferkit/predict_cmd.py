@@ -41,7 +41,8 @@ PIXELS_IN_FLIGHT = 100_000_000
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser("ferkit predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser("ferkit predict", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="image files, folders, globs (quoted) or video files")
     p.add_argument("--model", default="default",
                    help=f"a bundled model ({model_choices()}), an .onnx file, or a ferkit train run folder or its "
@@ -59,7 +60,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotate", metavar="PATH", default=None,
                    help="write copies with boxes and labels (videos as H.264 .mp4): PATH is the file for one input, "
                         "else a folder of <name>_annotated.<suffix> (default: none written); never one of the inputs")
-    p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help=f"faces per ONNX Runtime call (default: {BATCH_SIZE})")
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                   help=f"faces per ONNX Runtime call (default: {BATCH_SIZE})")
     p.add_argument("--detector", default="auto", choices=DETECTORS,
                    help="face detector: yunet (one or two passes chosen by image size), haar (OpenCV's cascade) "
                         "or auto (yunet) (default: auto)")
@@ -72,11 +74,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: one per core)")
     p.add_argument("--engine", default="local", choices=("local", "ray"),
                    help="local: in this process; ray: Ray Data actors on this machine or a cluster, one row per face "
-                        "written to --out (needs ferkit[scale]; --threads is then per actor, default 1) (default: local)")
+                        "written to --out (needs ferkit[scale]; --threads is then per actor, default 1) "
+                        "(default: local)")
     p.add_argument("--address", default=None,
                    help="with --engine ray: the Ray cluster to join, e.g. ray://head:10001 (default: start Ray here)")
     p.add_argument("--out", metavar="FOLDER", default=None,
-                   help="with --engine ray: a .parquet or .csv folder, one file per block (required with --engine ray)")
+                   help="with --engine ray: a .parquet or .csv folder, one file per block "
+                        "(default: none; required with --engine ray)")
     return p
 
 

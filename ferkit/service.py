@@ -19,7 +19,7 @@ pixel count is checked from the header, so a decompression bomb is never decoded
 import argparse
 import os
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields
 from enum import Enum
@@ -75,7 +75,8 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> "Settings":
-        """The settings ``ferkit serve`` hands its workers through the environment (``env_name``), defaults for the rest."""
+        """The settings ``ferkit serve`` hands its workers through the environment (``env_name``), defaults for
+        the rest."""
         values = {}
         for f in fields(cls):
             text = os.environ.get(env_name(f.name))
@@ -94,7 +95,8 @@ def env_name(setting: str) -> str:
 
 
 class Models:
-    """The worker's recognizers, loaded once by name and shared by its requests (ONNX Runtime sessions are thread-safe)."""
+    """The worker's recognizers, loaded once by name and shared by its requests (ONNX Runtime sessions are
+    thread-safe)."""
 
     def __init__(self, threads: int):
         self.threads = threads
@@ -169,7 +171,8 @@ def predict_one(recognizer: Recognizer, data: bytes, name: str, tta: str, thresh
 
 def predict_many(recognizer: Recognizer, uploads: list[tuple[str, bytes]], tta: str,
                  threshold: float | None) -> list[dict]:
-    """Each upload's prediction, or ``{"source", "error"}`` for one that is not a usable image; faces classified together."""
+    """Each upload's prediction, or ``{"source", "error"}`` for one that is not a usable image; faces classified
+    together."""
     entries: list[Any] = []
     for name, data in uploads:
         try:
@@ -201,10 +204,63 @@ async def request_image(request: Request) -> tuple[str, bytes]:
 
 
 def model_entries() -> dict[str, dict]:
-    """``GET /v1/models``: each bundled model's classes, architecture, SHA-256 and accuracy (when the manifest has it)."""
+    """``GET /v1/models``: each bundled model's classes, architecture, SHA-256 and accuracy (when the manifest
+    has it)."""
     entries = read_manifest()["models"]
     return {name: {"classes": e.get("classes"), "arch": e.get("arch"), "sha256": e["sha256"],
                    **({"accuracy": e["accuracy"]} if "accuracy" in e else {})} for name, e in entries.items()}
+
+
+async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+    """A request FastAPI cannot validate: 422 and its reasons on one line."""
+    return JSONResponse({"detail": one_line(error)}, status_code=422)
+
+
+def add_predict_routes(app: FastAPI, default_model: Enum, models: Models,
+                       in_thread: Callable[..., Awaitable[Any]]) -> None:
+    """``POST /v1/predict`` and ``POST /v1/predict/batch``, their blocking work run through ``in_thread``."""
+    Model = type(default_model)  # the bundled models' enum, which FastAPI reads from the endpoints' annotations
+    threshold_query = Query(None, ge=0.0, le=1.0, description="mark a face unsure below this top probability "
+                                                               "(default: the model's own)")
+    model_query = Query(default_model, description=f"a bundled model (default: {default_model.value})")
+    tta_query = Query(Tta("none"), description="test-time augmentation: none, flip (2 views) or crops (10 views)")
+
+    @app.post("/v1/predict", openapi_extra=PREDICT_BODY)
+    async def predict(request: Request, model: Model = model_query, tta: Tta = tta_query,
+                      threshold: float | None = threshold_query) -> dict:
+        """The faces of one image, sent as the multipart field ``file`` or as the raw body: ``{"model",
+        "model_sha256", "tta", "source", "width", "height", "faces": [{"box": {"x", "y", "w", "h"},
+        "dominant_emotion", "confidence", "emotions", "unsure", "detection_score"}]}``."""
+        name, data = await request_image(request)
+        recognizer = await in_thread(models.get, model.value)
+        return await in_thread(predict_one, recognizer, data, name, tta.value, threshold)
+
+    @app.post("/v1/predict/batch")
+    async def predict_batch(files: Annotated[list[UploadFile], File(description=f"up to {MAX_BATCH_FILES} images")],
+                            model: Model = model_query, tta: Tta = tta_query,
+                            threshold: float | None = threshold_query) -> dict:
+        """``{"model", "model_sha256", "results": [...]}``: each file's prediction as /v1/predict gives it, or
+        ``{"source", "error"}`` for a file that is not a usable image."""
+        if len(files) > MAX_BATCH_FILES:
+            raise HTTPException(422, f"{len(files)} files: at most {MAX_BATCH_FILES} per request")
+        uploads = [(f.filename or f"file {i}", await f.read()) for i, f in enumerate(files, start=1)]
+        recognizer = await in_thread(models.get, model.value)
+        results = await in_thread(predict_many, recognizer, uploads, tta.value, threshold)
+        return {"model": recognizer.name, "model_sha256": recognizer.sha256, "results": results}
+
+
+def add_info_routes(app: FastAPI, default_model: str, bundled: dict[str, dict], models: Models) -> None:
+    """``GET /v1/models`` and ``GET /healthz``."""
+
+    @app.get("/v1/models")
+    def list_models() -> dict:
+        """The bundled models: classes, architecture, SHA-256, accuracy when measured; which one is the default."""
+        return {"default": default_model, "models": bundled}
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        """``{"status": "ok"}`` once the default model is loaded, with the models this worker holds."""
+        return {"status": "ok", "loaded": models.names()}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -231,49 +287,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="ferkit", version=__version__, lifespan=lifespan,
                   description="Faces in images and their emotions (FER2013 / FER+ models, ONNX Runtime on the CPU).")
     app.add_middleware(BodyLimit, max_bytes=settings.max_bytes)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, error: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": one_line(error)}, status_code=422)
-
-    threshold_query = Query(None, ge=0.0, le=1.0, description="mark a face unsure below this top probability "
-                                                               "(default: the model's own)")
-    model_query = Query(default_model, description=f"a bundled model (default: {settings.model})")
-    tta_query = Query(Tta("none"), description="test-time augmentation: none, flip (2 views) or crops (10 views)")
-
-    @app.post("/v1/predict", openapi_extra=PREDICT_BODY)
-    async def predict(request: Request, model: Model = model_query, tta: Tta = tta_query,
-                      threshold: float | None = threshold_query) -> dict:
-        """The faces of one image, sent as the multipart field ``file`` or as the raw body: ``{"model",
-        "model_sha256", "tta", "source", "width", "height", "faces": [{"box": {"x", "y", "w", "h"},
-        "dominant_emotion", "confidence", "emotions", "unsure", "detection_score"}]}``."""
-        name, data = await request_image(request)
-        recognizer = await in_thread(models.get, model.value)
-        return await in_thread(predict_one, recognizer, data, name, tta.value, threshold)
-
-    @app.post("/v1/predict/batch")
-    async def predict_batch(files: Annotated[list[UploadFile], File(description=f"up to {MAX_BATCH_FILES} images")],
-                            model: Model = model_query, tta: Tta = tta_query,
-                            threshold: float | None = threshold_query) -> dict:
-        """``{"model", "model_sha256", "results": [...]}``: each file's prediction as /v1/predict gives it, or
-        ``{"source", "error"}`` for a file that is not a usable image."""
-        if len(files) > MAX_BATCH_FILES:
-            raise HTTPException(422, f"{len(files)} files: at most {MAX_BATCH_FILES} per request")
-        uploads = [(f.filename or f"file {i}", await f.read()) for i, f in enumerate(files, start=1)]
-        recognizer = await in_thread(models.get, model.value)
-        results = await in_thread(predict_many, recognizer, uploads, tta.value, threshold)
-        return {"model": recognizer.name, "model_sha256": recognizer.sha256, "results": results}
-
-    @app.get("/v1/models")
-    def list_models() -> dict:
-        """The bundled models: classes, architecture, SHA-256, accuracy when measured; which one is the default."""
-        return {"default": settings.model, "models": bundled}
-
-    @app.get("/healthz")
-    def healthz() -> dict:
-        """``{"status": "ok"}`` once the default model is loaded, with the models this worker holds."""
-        return {"status": "ok", "loaded": models.names()}
-
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    add_predict_routes(app, default_model, models, in_thread)
+    add_info_routes(app, settings.model, bundled, models)
     return app
 
 
@@ -294,7 +310,8 @@ def positive_int(text: str) -> int:
 
 def get_args_parser() -> argparse.ArgumentParser:
     env = Settings.from_env()
-    p = argparse.ArgumentParser("ferkit serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser("ferkit serve", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default=DEFAULT_HOST,
                    help=f"address to listen on; 0.0.0.0 exposes the service to the network (default: {DEFAULT_HOST})")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default: {DEFAULT_PORT})")

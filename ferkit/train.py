@@ -45,7 +45,7 @@ from .data import (FERPLUS_CSV, FaceSet, ferplus_votes_as_fer2013, load_ferplus_
                    read_ferplus_votes)
 from .ensemble import read_ensemble_file
 from .errors import DataError, FerkitError, ModelError
-from .evaluate import evaluation_report
+from .evaluate import evaluation_report, write_logits_npz
 from .fileio import atomic_path, write_text
 from .labels import EMOTIONS, FERPLUS_EMOTIONS
 from .meta import default_meta
@@ -711,28 +711,28 @@ def finish(out: Path, cfg: TrainConfig, held_out: dict[str, FaceSet], device: to
     (<out>/report/)."""
     model, meta = load_checkpoint(out / "best.pt")
     model = model.to(device, memory_format=torch.channels_last)
-    arrays: dict[str, np.ndarray] = {"classes": np.array(meta["classes"])}
+    logits: dict[str, dict[str, np.ndarray]] = {}
     summary: dict[str, float | str] = {}
     for split, faces in held_out.items():
-        arrays[f"{split}_labels"] = faces.labels
+        logits[split] = {}
         for mode in TTA_MODES:
-            logits = predict_logits(model, tta_tensor(faces.images, mode, device, cfg.preprocess), meta).cpu().numpy()
-            arrays[f"{split}_logits_{mode}"] = logits
-            summary[f"{split}_acc_{mode}"] = float((logits.argmax(1) == faces.labels).mean())
-    with atomic_path(out / "logits.npz") as tmp:
-        np.savez_compressed(tmp, **arrays)
+            views = tta_tensor(faces.images, mode, device, cfg.preprocess)
+            logits[split][mode] = predict_logits(model, views, meta).cpu().numpy()
+            summary[f"{split}_acc_{mode}"] = float((logits[split][mode].argmax(1) == faces.labels).mean())
+    write_logits_npz(out / "logits.npz", meta["classes"],
+                     {split: (logits[split], faces.labels) for split, faces in held_out.items()})
 
     # The Recognizer predicts one view by default: calibrated on the validation logits without TTA.
     split = next(iter(held_out))
-    labels = arrays[f"{split}_labels"]
-    calibration = calibrate(meta, arrays[f"{split}_logits_none"], labels, split)
+    labels = held_out[split].labels
+    calibration = calibrate(meta, logits[split]["none"], labels, split)
     ckpt = read_checkpoint(out / "best.pt")
     ckpt["meta"] = meta
     save_checkpoint(out / "best.pt", ckpt)
     fitted = calibration.startswith("fitted")
     evaluation_report(
         None, labels, meta["classes"], out / "report", title=f"{meta['name']} on {split} (TTA {cfg.eval_tta})",
-        logits=arrays[f"{split}_logits_{cfg.eval_tta}"], calibration_logits=arrays[f"{split}_logits_none"],
+        logits=logits[split][cfg.eval_tta], calibration_logits=logits[split]["none"],
         calibration_labels=labels, calibration_split=split, unsure_threshold=meta["unsure_threshold"],
         temperature=None if fitted else meta["temperature"], temperature_note="" if fitted else calibration,
         extra={"model": str(out / "best.pt"), "arch": meta["arch"], "split": split, "tta": cfg.eval_tta,

@@ -170,7 +170,8 @@ def add_teacher_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aux-weight", type=float, default=AUX_WEIGHT,
                    help=f"weight of the FER+ head's loss (default: {AUX_WEIGHT})")
     p.add_argument("--distill", nargs="+", default=None, metavar="CKPT",
-                   help="online distillation: teacher checkpoints run on every batch, logits averaged (default: none)")
+                   help="online distillation: teacher checkpoints run on every batch, logits averaged; read with "
+                        "weights_only=True, so a crafted file cannot run code (default: none)")
     p.add_argument("--teacher-probs", default=None, metavar="FILE",
                    help="offline distillation: the Training_probs of a file written by `ferkit ensemble` "
                         "(default: none)")
@@ -193,7 +194,8 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
                    help="fit the run into this wall time: from the third epoch on, lower --epochs (and the "
                         "cosine schedule with it) to what the measured epoch time allows; the final value is "
                         "logged (default: none)")
-    p.add_argument("--no-resume", action="store_true", help="start afresh even when <out>/last.pt exists")
+    p.add_argument("--no-resume", action="store_true",
+                   help="start afresh even when <out>/last.pt exists (default: off)")
     p.add_argument("--name", default=None, help="model name stored in the checkpoint (default: the out folder's name)")
     p.add_argument("--out", default="runs/train", help="output folder (default: runs/train)")
     return p

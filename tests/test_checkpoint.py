@@ -33,19 +33,33 @@ class Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
+def crafted_checkpoint(folder: Path) -> tuple[Path, Path]:
+    """``folder/evil.pt``, a checkpoint whose unpickling would create ``folder/pwned``: (the file, the marker)."""
+    path, marker = folder / "evil.pt", folder / "pwned"
+    with open(path, "wb") as f:
+        torch.save(plain_checkpoint() | {"extra": Payload(str(marker))}, f, pickle_module=pickle)
+    return path, marker
+
+
 def test_a_checkpoint_that_would_run_code_is_refused_and_nothing_runs(tmp_path):
-    marker = tmp_path / "pwned"
-    ckpt = plain_checkpoint() | {"extra": Payload(str(marker))}
-    with open(tmp_path / "evil.pt", "wb") as f:
-        torch.save(ckpt, f, pickle_module=pickle)
+    evil, marker = crafted_checkpoint(tmp_path)
     with pytest.raises(ModelError, match="refused .*evil.pt.*could run code"):
-        load_checkpoint(tmp_path / "evil.pt")
+        load_checkpoint(evil)
     assert not marker.exists()
     # through the command line: one line, no traceback, no code run
-    proc = subprocess.run([sys.executable, "-m", "ferkit", "export", str(tmp_path / "evil.pt"), "--out",
-                           str(tmp_path / "x.onnx"), "--verify-split", "none"], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "ferkit", "export", str(evil), "--out", str(tmp_path / "x.onnx"),
+                           "--verify-split", "none"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 1 and "refused" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not marker.exists()
+
+
+def test_a_crafted_ensemble_member_is_refused_and_nothing_runs(tmp_path):
+    evil, marker = crafted_checkpoint(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "ferkit", "ensemble", str(evil), "--out", str(tmp_path / "e.npz"),
+                           "--device", "cpu"], cwd=ROOT, capture_output=True, text=True)
+    [line] = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and line.startswith("ferkit: error: refused") and str(evil) in line
+    assert not marker.exists() and not (tmp_path / "e.npz").exists()
 
 
 def test_truncated_and_foreign_files_are_model_errors(tmp_path):

@@ -1,11 +1,14 @@
 """``ferkit predict`` through a subprocess, as a user runs it."""
 
+import argparse
 import csv
+import importlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -207,7 +210,8 @@ def test_a_cache_folder_that_is_a_file_is_one_line(tmp_path, monkeypatch, capsys
         code, _, err = ferkit_here(capsys, "data", "stats", "--out", str(tmp_path / "out"))
         assert code == 1 and not (tmp_path / "out").exists()
         assert err.strip().splitlines() == [f"ferkit: error: the cache folder {cache} cannot be made: "
-                                            f"{tmp_path / 'cache'} is a file (set FERKIT_CACHE to a folder, or unset it)"]
+                                            f"{tmp_path / 'cache'} is a file (set FERKIT_CACHE to a folder, "
+                                            "or unset it)"]
 
 
 # --- outputs named as the user expects, plain skip lines, run folders as models (issue 15) ------------------------
@@ -298,3 +302,27 @@ def test_a_folder_that_is_no_run_is_one_line(tmp_path, capsys):
     assert code == 1
     assert err.strip().splitlines() == [f"ferkit: error: {tmp_path} is a folder without best.pt or weights.pt: pass a "
                                         "ferkit train run folder, its best.pt, or an .onnx file"]
+
+
+# --- every option's help states its default ---------------------------------------------------------------------
+
+
+def parsers_of(parser: argparse.ArgumentParser, name: str) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    """``parser`` and its sub-command parsers, nested ones included, each with its command line name."""
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub, sub_parser in action.choices.items():
+                yield from parsers_of(sub_parser, f"{name} {sub}")
+
+
+def test_every_option_help_states_its_default():
+    from ferkit.cli import COMMANDS
+
+    silent = []
+    for command, (module, _) in COMMANDS.items():
+        for name, parser in parsers_of(importlib.import_module(module).get_args_parser(), f"ferkit {command}"):
+            silent += [f"{name} {'/'.join(action.option_strings)}" for action in parser._actions
+                       if action.option_strings and not isinstance(action, argparse._HelpAction)
+                       and "default" not in (action.help or "")]
+    assert silent == []
