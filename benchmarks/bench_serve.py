@@ -27,14 +27,12 @@ import httpx
 import numpy as np
 
 from benchmarks.bench_infer import machine_info
-from ferkit.app.harness import free_port
+from ferkit.app.harness import start_service, stop
 from ferkit.fileio import write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ROOT.parent / "shared" / "data" / "photos"
 OUT = ROOT / "benchmarks" / "results" / "serve.json"
-HOST = "127.0.0.1"
-START_S = 60
 
 
 def photos() -> list[tuple[str, bytes]]:
@@ -61,29 +59,8 @@ def tree_rss_mb(pid: int) -> float:
 
 
 def start_server(workers: int, model: str, log: Path) -> tuple[str, subprocess.Popen]:
-    port = free_port()
-    command = [sys.executable, "-m", "ferkit", "serve", "--host", HOST, "--port", str(port), "--workers", str(workers),
-               "--model", model, "--log-level", "warning"]
-    server = subprocess.Popen(command, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    url = f"http://{HOST}:{port}"
-    deadline = time.monotonic() + START_S
-    while time.monotonic() < deadline and server.poll() is None:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return url, server
-        except httpx.TransportError:
-            time.sleep(0.3)
-    stop(server)
-    raise SystemExit(f"bench_serve: `ferkit serve` did not start at {url}:\n{log.read_text()}")
-
-
-def stop(server: subprocess.Popen) -> None:
-    server.terminate()
-    try:
-        server.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait(timeout=15)
+    served = start_service(log, "--workers", str(workers), "--model", model, cwd=ROOT)
+    return served.url, served.process
 
 
 def client_run(url: str, images: list[tuple[str, bytes]], first: int, count: int, timeout_s: float,

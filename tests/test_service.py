@@ -9,8 +9,6 @@ from __future__ import annotations
 import io
 import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,53 +19,20 @@ pytest.importorskip("fastapi")
 
 from conftest import REPO
 
-from ferkit.app.harness import free_port
+from ferkit.app.harness import start_service, stop
 from ferkit.infer import load
 from ferkit.service import MAX_BATCH_FILES, get_args_parser
 from ferkit.weights import read_manifest
 
 MAX_BYTES = 400_000   # the test server's body limit: above every real photo (<= 113 kB), below the hostile bodies
-START_S = 60          # a server that does not answer /healthz by then has failed
 REQUEST_S = 30
 BOMB_SIDE = 20_000    # px: a 20k x 20k PNG, 400 MP, compressed to about 50 kB
 
 
 
-def wait_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + START_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(f"ferkit serve exited with {server.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"ferkit serve did not answer {url}/healthz within {START_S} s:\n{log.read_text()}")
-
-
 def start_server(log: Path, *options: str) -> tuple[str, subprocess.Popen]:
-    port = free_port()
-    command = [sys.executable, "-m", "ferkit", "serve", "--port", str(port), "--max-bytes", str(MAX_BYTES),
-               "--log-level", "warning", *options]
-    server = subprocess.Popen(command, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, server, log)
-    except BaseException:
-        stop(server)
-        raise
-    return url, server
-
-
-def stop(server: subprocess.Popen) -> None:
-    server.terminate()
-    try:
-        server.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait(timeout=10)
+    served = start_service(log, "--max-bytes", str(MAX_BYTES), *options, cwd=REPO)
+    return served.url, served.process
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """The app as the tests and benchmarks drive it: `ferkit app` in the background on a free port, and
-Debian's headless chromium through selenium; ``free_port`` serves every test and benchmark server.
+Debian's headless chromium through selenium; ``free_port`` and ``start_service`` (`ferkit serve`)
+serve the service's tests and benchmark too.
 
 The app itself never imports this module; selenium (the test extra) is imported only when a browser
 is asked for, psutil only when the server's memory is.
@@ -58,20 +59,38 @@ class Served:
         return sum(p.memory_info().rss for p in launcher.children(recursive=True) or [launcher])
 
 
-def wait_until_serving(served: Served, timeout: float = SERVER_START_S) -> None:
-    """Return once the server answers its health check; AssertionError with its log when it does not."""
+def wait_until_serving(served: Served, health: str = "/_stcore/health", timeout: float = SERVER_START_S) -> None:
+    """Return once the server answers ``health``; AssertionError with its log when it does not."""
+    command = f"`ferkit {served.process.args[3]}`"  # [python, -m, ferkit, app|serve, ...]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if served.process.poll() is not None:
-            raise AssertionError(f"`ferkit app` exited with {served.process.returncode} before serving:\n"
+            raise AssertionError(f"{command} exited with {served.process.returncode} before serving:\n"
                                  f"{served.log.read_text()}")
         try:
-            with urllib.request.urlopen(f"{served.url}/_stcore/health", timeout=2) as r:
+            with urllib.request.urlopen(f"{served.url}{health}", timeout=2) as r:
                 if r.status == 200:
                     return
         except OSError:
             time.sleep(0.3)
-    raise AssertionError(f"`ferkit app` did not answer at {served.url} within {timeout:.0f} s:\n{served.log.read_text()}")
+    raise AssertionError(f"{command} did not answer at {served.url} within {timeout:.0f} s:\n{served.log.read_text()}")
+
+
+def start_service(log: Path, *options: str, cwd: Path | None = None) -> Served:
+    """`ferkit serve` on 127.0.0.1 and a free port, its output in ``log``, once /healthz answers; the caller stops
+    it (``stop(served.process)``)."""
+    port = free_port()
+    command = [sys.executable, "-m", "ferkit", "serve", "--host", "127.0.0.1", "--port", str(port),
+               "--log-level", "warning", *options]
+    with open(log, "wb") as out:
+        served = Served(f"http://127.0.0.1:{port}",
+                        subprocess.Popen(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT), log)
+    try:
+        wait_until_serving(served, "/healthz")
+    except BaseException:
+        stop(served.process)
+        raise
+    return served
 
 
 @contextlib.contextmanager
