@@ -307,6 +307,8 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
+COMPILE_WARMUP_EPOCHS = 2  # epochs that torch.compile spends compiling: not a measure of speed (--time-limit)
+
 def cosine_lr(step: int, total: int, warmup: int, base: float) -> float:
     if step < warmup:
         return base * (step + 1) / warmup
@@ -566,6 +568,16 @@ def fit_epochs_to_time_limit(cfg: TrainConfig, epoch_seconds: float, epoch: int,
         cfg.epochs = int(epochs)
 
 
+def planning_epoch_seconds(log: list[dict], settled: int) -> float | None:
+    """The epoch time --time-limit plans with: the slower of the last epoch and the mean of the last three, counting
+    only epochs after ``settled`` (with --compile the first epochs also compile and capture CUDA graphs, several
+    times slower than the rest); None until two such epochs have run."""
+    recent = [r["seconds"] for r in log[-3:] if r["epoch"] > settled]
+    if len(recent) < 2:
+        return None
+    return max(recent[-1], sum(recent) / len(recent))
+
+
 # --- main: setup, resume, fit, finish ----------------------------------------------------------
 
 
@@ -620,12 +632,12 @@ def fit(state: TrainState, data: TrainData, out: Path, val_split: str) -> None:
     """Epochs until cfg.epochs (which --time-limit may lower); best.pt on a better validation accuracy."""
     cfg, rt = state.cfg, state.rt
     started, first = time.time(), state.epoch
+    settled = first + (COMPILE_WARMUP_EPOCHS if cfg.compile else 0)
     while state.epoch < cfg.epochs:
         t0 = time.time()
-        if cfg.time_limit and state.epoch >= first + 2:  # re-checked every epoch: sharing a GPU, epochs slow down
-            recent = [r["seconds"] for r in state.log[-3:]]
-            fit_epochs_to_time_limit(cfg, max(recent[-1], sum(recent) / len(recent)), state.epoch,
-                                     time.time() - started, rt)
+        seconds = planning_epoch_seconds(state.log, settled)
+        if cfg.time_limit and seconds:  # re-checked every epoch: sharing a GPU, epochs slow down
+            fit_epochs_to_time_limit(cfg, seconds, state.epoch, time.time() - started, rt)
         stats = train_one_epoch(state, data, state.epoch) | validate(state, data)
         if state.scheduler:
             state.scheduler.step(stats["val_loss"])

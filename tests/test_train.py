@@ -33,6 +33,7 @@ from ferkit.settings import WEIGHTS_DIR
 from ferkit.checkpoint import read_checkpoint
 from ferkit.ensemble import read_ensemble_file, write_ensemble_file
 from ferkit.train import (Runtime, TrainConfig, aux_loss, class_weights, fit_epochs_to_time_limit, get_args_parser,
+                          planning_epoch_seconds,
                           load_data, one_hot, read_teacher_probs, replace_head, resolve_settings, run_meta,
                           stratified_split, target_blocks)
 
@@ -307,6 +308,15 @@ def test_time_limit_lowers_the_epochs():
     roomy = TrainConfig(time_limit=1e6, epochs=5)
     fit_epochs_to_time_limit(roomy, 10.0, 2, 20.0, rt)
     assert roomy.epochs == 5  # never raised
+
+
+def test_time_limit_plans_without_the_compiling_epochs():
+    # 2 December: six compiled runs planned on epochs 1-2 (17 s each, compiling) and stopped at 22 of 200 epochs
+    log = [{"epoch": 1, "seconds": 30.0}, {"epoch": 2, "seconds": 17.0}, {"epoch": 3, "seconds": 3.5}]
+    assert planning_epoch_seconds(log[:2], settled=0) == 23.5  # without --compile every epoch counts
+    assert planning_epoch_seconds(log, settled=2) is None      # one settled epoch is not enough
+    log.append({"epoch": 4, "seconds": 3.7})
+    assert planning_epoch_seconds(log, settled=2) == 3.7
 
 
 def numbered_faces(labels: list[int] | np.ndarray, classes: tuple[str, ...] = ("a", "b", "c")) -> FaceSet:

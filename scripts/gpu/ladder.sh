@@ -7,10 +7,10 @@
 #                                                # flip-TTA probabilities -> teacher.npz
 #   bash scripts/gpu/ladder.sh gen2 TEACHER.npz  # students distilled from teacher.npz: 3 VGGs ("born
 #                                                # again") and 3 CPU-sized nets (fastnet, mobile, mobile_deep)
-#   PREFIX=g3 SEED=20 bash scripts/gpu/ladder.sh students TEACHER.npz
+#   PREFIX=g4 SEED=30 bash scripts/gpu/ladder.sh students TEACHER.npz
 #                                                # 6 diverse big students of TEACHER.npz (4 VGG, VGG + mixup,
 #                                                # ResNet-18), then their ensemble -> teacher.npz for the next rung
-#   PREFIX=g5 SEED=40 bash scripts/gpu/ladder.sh small TEACHER.npz
+#   PREFIX=g6 SEED=50 bash scripts/gpu/ladder.sh small TEACHER.npz
 #                                                # 6 CPU-sized students of TEACHER.npz (the fast tier's candidates)
 #
 # T (seconds, default 520) is each run's --time-limit; the runs share the GPU, so the epochs follow.
@@ -20,8 +20,8 @@
 set -u
 STAGE=${1:?usage: ladder.sh gen1 | gen2 TEACHER.npz | students TEACHER.npz | small TEACHER.npz}
 T=${T:-520}
-PREFIX=${PREFIX:-g3}
-SEED=${SEED:-20}
+PREFIX=${PREFIX:-g4}
+SEED=${SEED:-30}
 GPU_CALL="T=$T PREFIX=$PREFIX SEED=$SEED SPEED=\"${SPEED:-}\" bash scripts/gpu/ladder.sh $*"
 RUNS=/tmp/runs/$STAGE$PREFIX  # a warm machine keeps /tmp between calls: each stage packs only its own runs
 rm -rf "$RUNS"
