@@ -174,7 +174,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--photos", type=int, default=500, help="photos in the folder (default: 500)")
     p.add_argument("--actors", type=int, action="append", help="Ray pool sizes; repeat (default: 1 and 2)")
-    p.add_argument("--repeats", type=int, default=2, 
+    p.add_argument("--repeats", type=int, default=2,
                    help="runs of every path, interleaved; the best counts (default: 2)")
     p.add_argument("--out", type=Path, default=OUT, help=f"JSON report (default: {OUT.relative_to(ROOT)})")
     return p

@@ -42,7 +42,6 @@ def photos() -> list[tuple[str, bytes]]:
     return [(p.name, p.read_bytes()) for p in found]
 
 
-
 def tree_rss_mb(pid: int) -> float:
     """Resident memory of a process and its descendants (uvicorn's workers), in MB, from /proc."""
     total_kb, pending = 0, [pid]

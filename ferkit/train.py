@@ -60,6 +60,7 @@ from .userdata import load_face_folder
 # (kept when the user's validation part is too small to fit one).
 INHERITED_META = ("input_size", "channels", "mean", "std", "face_margin", "temperature", "unsure_threshold")
 LOCK_FILE = ".lock"
+COMPILE_WARMUP_EPOCHS = 2  # epochs that torch.compile spends compiling: not a measure of speed (--time-limit)
 
 
 # --- distributed helpers (a no-op on one device) ----------------------------------------------
@@ -306,8 +307,6 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
         return torch.optim.Adam(groups, lr=cfg.lr)
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
-
-COMPILE_WARMUP_EPOCHS = 2  # epochs that torch.compile spends compiling: not a measure of speed (--time-limit)
 
 def cosine_lr(step: int, total: int, warmup: int, base: float) -> float:
     if step < warmup:
@@ -635,8 +634,8 @@ def fit(state: TrainState, data: TrainData, out: Path, val_split: str) -> None:
     settled = first + (COMPILE_WARMUP_EPOCHS if cfg.compile else 0)
     while state.epoch < cfg.epochs:
         t0 = time.time()
-        seconds = planning_epoch_seconds(state.log, settled)
-        if cfg.time_limit and seconds:  # re-checked every epoch: sharing a GPU, epochs slow down
+        seconds = planning_epoch_seconds(state.log, settled) if cfg.time_limit else None
+        if seconds:  # re-checked every epoch: sharing a GPU, epochs slow down
             fit_epochs_to_time_limit(cfg, seconds, state.epoch, time.time() - started, rt)
         stats = train_one_epoch(state, data, state.epoch) | validate(state, data)
         if state.scheduler:

@@ -29,7 +29,6 @@ REQUEST_S = 30
 BOMB_SIDE = 20_000    # px: a 20k x 20k PNG, 400 MP, compressed to about 50 kB
 
 
-
 def start_server(log: Path, *options: str) -> tuple[str, subprocess.Popen]:
     served = start_service(log, "--max-bytes", str(MAX_BYTES), *options, cwd=REPO)
     return served.url, served.process

@@ -311,7 +311,7 @@ def test_time_limit_lowers_the_epochs():
 
 
 def test_time_limit_plans_without_the_compiling_epochs():
-    # 2 December: six compiled runs planned on epochs 1-2 (17 s each, compiling) and stopped at 22 of 200 epochs
+    # 2 December: six compiled runs planned on epochs 1-2 (27 s compiling, then 3.4 s) and stopped at 22-26 of 200
     log = [{"epoch": 1, "seconds": 30.0}, {"epoch": 2, "seconds": 17.0}, {"epoch": 3, "seconds": 3.5}]
     assert planning_epoch_seconds(log[:2], settled=0) == 23.5  # without --compile every epoch counts
     assert planning_epoch_seconds(log, settled=2) is None      # one settled epoch is not enough

@@ -27,6 +27,8 @@ RUNS=/tmp/runs/$STAGE$PREFIX  # a warm machine keeps /tmp between calls: each st
 rm -rf "$RUNS"
 export EXTRA="${SPEED:-} ${EXTRA:-}"
 source scripts/gpu/common.sh
+# teacher_in FILE: the students' teacher, copied beside the runs (removed before packing); sets KD
+teacher_in() { cp "${1:?$STAGE needs a teacher file}" $RUNS/teacher_in.npz; KD="--teacher-probs $RUNS/teacher_in.npz"; }
 
 if [ "$STAGE" = gen1 ]; then
   job g1_vgg_s0 $((T + 40)) --arch vgg --epochs 150 --time-limit $T --seed 0
@@ -53,8 +55,7 @@ elif [ "$STAGE" = gen2 ]; then
   wait_all
   grep -h "^summary\|time limit" $RUNS/*.log
 elif [ "$STAGE" = students ]; then
-  cp "${2:?students needs a teacher file}" $RUNS/teacher_in.npz
-  KD="--teacher-probs $RUNS/teacher_in.npz"
+  teacher_in "${2:-}"
   job ${PREFIX}_vgg_a $((T + 40)) --arch vgg --epochs 200 --time-limit $T --seed $SEED $KD --distill-weight 0.5 --distill-temp 1
   job ${PREFIX}_vgg_b $((T + 40)) --arch vgg --epochs 200 --time-limit $T --seed $((SEED + 1)) $KD --distill-weight 0.5 --distill-temp 1
   job ${PREFIX}_vgg_c $((T + 40)) --arch vgg --epochs 200 --time-limit $T --seed $((SEED + 2)) $KD --distill-weight 0.7 --distill-temp 1
@@ -68,8 +69,7 @@ elif [ "$STAGE" = students ]; then
   rm $RUNS/teacher_in.npz
   cp $RUNS/teacher.npz "$OUT/"
 elif [ "$STAGE" = small ]; then
-  cp "${2:?small needs a teacher file}" $RUNS/teacher_in.npz
-  KD="--teacher-probs $RUNS/teacher_in.npz"
+  teacher_in "${2:-}"
   job ${PREFIX}_fastnet_a $((T + 40)) --arch fastnet --epochs 400 --time-limit $T --seed $SEED $KD --distill-weight 0.7 --distill-temp 2
   job ${PREFIX}_fastnet_b $((T + 40)) --arch fastnet --epochs 400 --time-limit $T --seed $((SEED + 1)) $KD --distill-weight 0.9 --distill-temp 2 --mixup-alpha 0
   job ${PREFIX}_fastnet_c $((T + 40)) --arch fastnet --epochs 400 --time-limit $T --seed $((SEED + 2)) $KD --distill-weight 0.7 --distill-temp 4 --label-smoothing 0
