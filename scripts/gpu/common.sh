@@ -8,6 +8,19 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, numpy, cv2; print('torch', torch.__version__, 'numpy', numpy.__version__, 'cv2', cv2.__version__)"
 python3 -c "import sys; from ferkit.data import load_split; [load_split(s) for s in sys.argv[1:]]" $SPLITS
 
+# MPS=1: the jobs share one GPU through CUDA MPS (their kernels run side by side instead of taking turns);
+# plain sharing when the daemon or a first client does not start. stop_mps at the end.
+start_mps() {
+  if command -v nvidia-cuda-mps-control >/dev/null && nvidia-cuda-mps-control -d \
+     && timeout 60 python3 -c "import torch; print('MPS client ok', torch.ones(2, device='cuda').sum().item())"; then
+    echo "MPS: on"
+  else
+    stop_mps; echo "MPS: off (plain sharing)"
+  fi
+}
+stop_mps() { echo quit | nvidia-cuda-mps-control >/dev/null 2>&1 || true; }
+[ "${MPS:-0}" = 1 ] && start_mps
+
 PIDS=()
 # job NAME LIMIT_SECONDS ARGS...: one training run in the background, its log beside its folder ($EXTRA:
 # more options for every run, e.g. EXTRA="--subset 256 --epochs 1" for a smoke test of a script).

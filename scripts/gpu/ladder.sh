@@ -12,36 +12,54 @@
 #                                                # ResNet-18), then their ensemble -> teacher.npz for the next rung
 #   PREFIX=g6 SEED=50 bash scripts/gpu/ladder.sh small TEACHER.npz
 #                                                # 6 CPU-sized students of TEACHER.npz (the fast tier's candidates)
+#   PREFIX=g5 SEED=40 bash scripts/gpu/ladder.sh mixed TEACHER.npz
+#                                                # both tiers in one call: 4 big students (3 VGG, ResNet-18), their
+#                                                # ensemble -> teacher.npz, and 2 CPU-sized ones (mobile, mobile_deep)
 #
 # T (seconds, default 520) is each run's --time-limit; the runs share the GPU, so the epochs follow.
 # SPEED: options for every run (default: none, as the committed runs were made). SPEED="--compile --compile-mode
 # reduce-overhead" (CUDA graphs) ran 6 concurrent VGGs at 3.52 s/epoch instead of 5.24 (docs/results/ladder/speed.txt).
+# MPS=1 runs the jobs under CUDA MPS where the machine allows it (common.sh).
+# DATASET=ferplus runs any stage on FER+ (issue 17): 8 classes, the vote distributions as soft targets, no label
+# smoothing (the recipe of docs/results.md's FER+ runs); gen1's runs are then named fpg1_*, so give the other
+# stages a PREFIX of their own too, e.g. DATASET=ferplus PREFIX=fpg2 ... students .gpudata/teacher_fpg1.npz
 # Ensembles and reports are then made on the CPU from the logits (python -m benchmarks.bench_accuracy).
 set -u
-STAGE=${1:?usage: ladder.sh gen1 | gen2 TEACHER.npz | students TEACHER.npz | small TEACHER.npz}
+STAGE=${1:?usage: ladder.sh gen1 | gen2 TEACHER.npz | students TEACHER.npz | small TEACHER.npz | mixed TEACHER.npz}
 T=${T:-520}
 PREFIX=${PREFIX:-g4}
 SEED=${SEED:-30}
-GPU_CALL="T=$T PREFIX=$PREFIX SEED=$SEED SPEED=\"${SPEED:-}\" bash scripts/gpu/ladder.sh $*"
+GPU_CALL="T=$T PREFIX=$PREFIX SEED=$SEED MPS=${MPS:-0} SPEED=\"${SPEED:-}\" bash scripts/gpu/ladder.sh $*"
 RUNS=/tmp/runs/$STAGE$PREFIX  # a warm machine keeps /tmp between calls: each stage packs only its own runs
 rm -rf "$RUNS"
+DATASET=${DATASET:-fer2013}
+case "$DATASET" in
+  fer2013) TAG="" ;;
+  ferplus) TAG=fp; EXTRA="--dataset ferplus --targets soft --label-smoothing 0 ${EXTRA:-}" ;;
+  *) echo "DATASET must be fer2013 or ferplus, got $DATASET" >&2; exit 2 ;;
+esac
+GPU_CALL="DATASET=$DATASET $GPU_CALL"
 export EXTRA="${SPEED:-} ${EXTRA:-}"
 source scripts/gpu/common.sh
 # teacher_in FILE: the students' teacher, copied beside the runs (removed before packing); sets KD
 teacher_in() { cp "${1:?$STAGE needs a teacher file}" $RUNS/teacher_in.npz; KD="--teacher-probs $RUNS/teacher_in.npz"; }
+# teacher_out GLOB: the flip-TTA ensemble of the finished runs matching $RUNS/GLOB -> teacher.npz (also into $OUT)
+teacher_out() {
+  local members; members=$(for d in $RUNS/$1/; do [ -f "$d/logits.npz" ] && echo "$d"; done)
+  timeout 90 python3 -m ferkit ensemble $members --tta flip --out $RUNS/teacher.npz 2>&1 | tee $RUNS/ensemble.log
+  cp $RUNS/teacher.npz "$OUT/"
+}
 
 if [ "$STAGE" = gen1 ]; then
-  job g1_vgg_s0 $((T + 40)) --arch vgg --epochs 150 --time-limit $T --seed 0
-  job g1_vgg_s1 $((T + 40)) --arch vgg --epochs 150 --time-limit $T --seed 1
-  job g1_vgg_s2 $((T + 40)) --arch vgg --epochs 150 --time-limit $T --seed 2
-  job g1_vgg_mix $((T + 40)) --arch vgg --epochs 150 --time-limit $T --seed 3 --mixup-alpha 0.5
-  job g1_vgg_nols $((T + 40)) --arch vgg --epochs 150 --time-limit $T --seed 4 --label-smoothing 0
-  job g1_resnet $((T + 40)) --arch resnet18 --epochs 150 --time-limit $T --seed 5
+  job ${TAG}g1_vgg_s0 $((T + 40)) --arch vgg --epochs 150 --time-limit $T --seed 0
+  job ${TAG}g1_vgg_s1 $((T + 40)) --arch vgg --epochs 150 --time-limit $T --seed 1
+  job ${TAG}g1_vgg_s2 $((T + 40)) --arch vgg --epochs 150 --time-limit $T --seed 2
+  job ${TAG}g1_vgg_mix $((T + 40)) --arch vgg --epochs 150 --time-limit $T --seed 3 --mixup-alpha 0.5
+  job ${TAG}g1_vgg_nols $((T + 40)) --arch vgg --epochs 150 --time-limit $T --seed 4 --label-smoothing 0
+  job ${TAG}g1_resnet $((T + 40)) --arch resnet18 --epochs 150 --time-limit $T --seed 5
   wait_all
   grep -h "^summary\|time limit" $RUNS/*.log
-  MEMBERS=$(for d in $RUNS/g1_*/; do [ -f "$d/logits.npz" ] && echo "$d"; done)  # the runs that finished
-  timeout 90 python3 -m ferkit ensemble $MEMBERS --tta flip --out $RUNS/teacher.npz 2>&1 | tee $RUNS/ensemble.log
-  cp $RUNS/teacher.npz "$OUT/"
+  teacher_out "${TAG}g1_*"
 elif [ "$STAGE" = gen2 ]; then
   TEACHER=${2:?gen2 needs the teacher file of gen1}
   cp "$TEACHER" $RUNS/teacher.npz
@@ -56,18 +74,16 @@ elif [ "$STAGE" = gen2 ]; then
   grep -h "^summary\|time limit" $RUNS/*.log
 elif [ "$STAGE" = students ]; then
   teacher_in "${2:-}"
-  job ${PREFIX}_vgg_a $((T + 40)) --arch vgg --epochs 200 --time-limit $T --seed $SEED $KD --distill-weight 0.5 --distill-temp 1
-  job ${PREFIX}_vgg_b $((T + 40)) --arch vgg --epochs 200 --time-limit $T --seed $((SEED + 1)) $KD --distill-weight 0.5 --distill-temp 1
-  job ${PREFIX}_vgg_c $((T + 40)) --arch vgg --epochs 200 --time-limit $T --seed $((SEED + 2)) $KD --distill-weight 0.7 --distill-temp 1
-  job ${PREFIX}_vgg_d $((T + 40)) --arch vgg --epochs 200 --time-limit $T --seed $((SEED + 3)) $KD --distill-weight 0.5 --distill-temp 2
-  job ${PREFIX}_vgg_mix $((T + 40)) --arch vgg --epochs 200 --time-limit $T --seed $((SEED + 4)) $KD --distill-weight 0.5 --distill-temp 1 --mixup-alpha 0.5
-  job ${PREFIX}_resnet $((T + 40)) --arch resnet18 --epochs 200 --time-limit $T --seed $((SEED + 5)) $KD --distill-weight 0.5 --distill-temp 1
+  job ${PREFIX}_vgg_a $((T + 40)) --arch vgg --epochs 250 --time-limit $T --seed $SEED $KD --distill-weight 0.5 --distill-temp 1
+  job ${PREFIX}_vgg_b $((T + 40)) --arch vgg --epochs 250 --time-limit $T --seed $((SEED + 1)) $KD --distill-weight 0.5 --distill-temp 1
+  job ${PREFIX}_vgg_c $((T + 40)) --arch vgg --epochs 250 --time-limit $T --seed $((SEED + 2)) $KD --distill-weight 0.7 --distill-temp 1
+  job ${PREFIX}_vgg_d $((T + 40)) --arch vgg --epochs 250 --time-limit $T --seed $((SEED + 3)) $KD --distill-weight 0.5 --distill-temp 2
+  job ${PREFIX}_vgg_mix $((T + 40)) --arch vgg --epochs 250 --time-limit $T --seed $((SEED + 4)) $KD --distill-weight 0.5 --distill-temp 1 --mixup-alpha 0.5
+  job ${PREFIX}_resnet $((T + 40)) --arch resnet18 --epochs 250 --time-limit $T --seed $((SEED + 5)) $KD --distill-weight 0.5 --distill-temp 1
   wait_all
   grep -h "^summary\|time limit" $RUNS/*.log
-  MEMBERS=$(for d in $RUNS/${PREFIX}_*/; do [ -f "$d/logits.npz" ] && echo "$d"; done)
-  timeout 90 python3 -m ferkit ensemble $MEMBERS --tta flip --out $RUNS/teacher.npz 2>&1 | tee $RUNS/ensemble.log
+  teacher_out "${PREFIX}_*"
   rm $RUNS/teacher_in.npz
-  cp $RUNS/teacher.npz "$OUT/"
 elif [ "$STAGE" = small ]; then
   teacher_in "${2:-}"
   job ${PREFIX}_fastnet_a $((T + 40)) --arch fastnet --epochs 400 --time-limit $T --seed $SEED $KD --distill-weight 0.7 --distill-temp 2
@@ -79,9 +95,22 @@ elif [ "$STAGE" = small ]; then
   wait_all
   grep -h "^summary\|time limit" $RUNS/*.log
   rm $RUNS/teacher_in.npz
+elif [ "$STAGE" = mixed ]; then
+  teacher_in "${2:-}"
+  job ${PREFIX}_vgg_a $((T + 40)) --arch vgg --epochs 250 --time-limit $T --seed $SEED $KD --distill-weight 0.5 --distill-temp 1
+  job ${PREFIX}_vgg_b $((T + 40)) --arch vgg --epochs 250 --time-limit $T --seed $((SEED + 1)) $KD --distill-weight 0.5 --distill-temp 1
+  job ${PREFIX}_vgg_c $((T + 40)) --arch vgg --epochs 250 --time-limit $T --seed $((SEED + 2)) $KD --distill-weight 0.7 --distill-temp 2
+  job ${PREFIX}_resnet $((T + 40)) --arch resnet18 --epochs 250 --time-limit $T --seed $((SEED + 3)) $KD --distill-weight 0.5 --distill-temp 1
+  job ${PREFIX}_mobile $((T + 40)) --arch mobile --epochs 500 --time-limit $T --seed $((SEED + 4)) $KD --distill-weight 0.7 --distill-temp 2
+  job ${PREFIX}_mobile_deep $((T + 40)) --arch mobile_deep --epochs 500 --time-limit $T --seed $((SEED + 5)) $KD --distill-weight 0.7 --distill-temp 2
+  wait_all
+  grep -h "^summary\|time limit" $RUNS/*.log
+  teacher_out "${PREFIX}_[vr]*"
+  rm $RUNS/teacher_in.npz
 else
-  echo "unknown stage $STAGE: gen1, gen2, students or small" >&2
+  echo "unknown stage $STAGE: gen1, gen2, students, small or mixed" >&2
   exit 2
 fi
 for d in $RUNS/*/; do echo "$GPU_CALL" > "$d/gpu_call.txt"; done
+[ "${MPS:-0}" = 1 ] && stop_mps
 pack_each
