@@ -1,6 +1,6 @@
 """Inference speed on the CPU: ONNX Runtime vs PyTorch per face, batched throughput, and a photo end to end.
 
-    python -m benchmarks.bench_infer                          # default, fast, seed_cnn and every architecture
+    python -m benchmarks.bench_infer                          # every bundled model and every architecture
     python -m benchmarks.bench_infer --model default --model fast --model fastnet
     python -m benchmarks.bench_infer --quick --out /tmp/infer.json   # a few repetitions (the smoke test)
 
@@ -14,8 +14,10 @@ In one run, for each model:
 
 A bundled name (``default``, ``fast``, ...) is the shipped ONNX file; an architecture name is exported
 with random weights on the fly. The tiers' cost bounds (issue 12) are ratios to the ``fastnet``
-architecture timed in the same run: ``default`` at most 20x, ``fast`` at most 1x. Timings do not depend
-on weight values, so PyTorch runs the architecture named in the model's metadata with random weights.
+architecture timed in the same run: ``default`` at most 20x, ``fast`` at most 1x; an ensemble's cost (one
+graph of several members, ferkit.merge) is stated as the same ratio, without a bound. Timings do not depend
+on weight values, so PyTorch runs the architecture named in the model's metadata with random weights (an
+ensemble: its members' architectures, merged the same way).
 Prints markdown tables and writes benchmarks/results/infer.json with the machine's description.
 """
 
@@ -41,6 +43,7 @@ from ferkit.export import default_meta, export_onnx
 from ferkit.fileio import write_text
 from ferkit.images import read_image
 from ferkit.infer import Recognizer, load, open_session, session_meta
+from ferkit.merge import EnsembleNet
 from ferkit.models import count_params, create_model, list_models
 from ferkit.preprocess import to_model_input
 from ferkit.weights import read_manifest, resolve_model
@@ -53,7 +56,6 @@ THROUGHPUT_THREADS = 2
 E2E_DETECTORS = ("yunet", "haar")
 # The tiers' cost per face relative to the fastnet architecture, timed in the same run (issue 12).
 TIER_COST_BOUND = {"default": 20.0, "fast": 1.0}
-DEFAULT_BUNDLED = ("default", "fast", "seed_cnn")
 
 
 @dataclass(frozen=True)
@@ -123,13 +125,22 @@ def bundled_names() -> list[str]:
     return sorted(read_manifest().get("models", {}))
 
 
+def torch_model(meta: dict) -> torch.nn.Module:
+    """The metadata's architecture with random weights; an ensemble's members merged as in its graph."""
+    classes = len(meta["classes"])
+    if not meta["members"]:
+        return create_model(meta["arch"], num_classes=classes).eval()
+    members = [create_model(m["arch"], num_classes=classes) for m in meta["members"]]
+    return EnsembleNet(members, [m["weight"] for m in meta["members"]], [m["temperature"] for m in meta["members"]],
+                       flip=meta["graph_tta"] == "flip").eval()
+
+
 def candidate(name: str, workdir: Path) -> Candidate:
     """A bundled model (``default``, ``fast``, ...): the shipped file; else an architecture with random weights."""
     if name in bundled_names():
         shipped = resolve_model(name)
         meta = session_meta(open_session(shipped, 1), str(shipped))
-        model = create_model(meta["arch"], num_classes=len(meta["classes"])).eval()
-        return Candidate(f"{name} ({meta['arch']})", shipped, meta, model, "shipped weights")
+        return Candidate(f"{name} ({meta['arch']})", shipped, meta, torch_model(meta), "shipped weights")
     torch.manual_seed(0)
     model = create_model(name).eval()
     meta = default_meta(name)
@@ -260,14 +271,16 @@ def end_to_end_table(models: list[dict]) -> list[str]:
 
 def targets_line(r: dict, reference: dict | None) -> str:
     """The tiers' targets (issue 12): ``default`` at most ~20x the fastnet architecture's cost per face, ``fast`` at
-    most 1x, both measured in this run; plus the photo path end to end."""
+    most 1x, both measured in this run; an ensemble's cost as the same ratio, unbounded; plus the photo path."""
     face_ms = r["latency"]["onnxruntime"]["median_ms"]
     e2e = r["end_to_end"]["yunet"]["median_ms"]
-    line = f"Targets for {r['label']}: one face {face_ms:.3f} ms"
+    bound = TIER_COST_BOUND.get(r["name"])
+    line = f"{'Targets for' if bound else 'Cost of'} {r['label']}: one face {face_ms:.3f} ms"
+    if r.get("members"):
+        line += f" ({r['members']} members, in-graph TTA {r['graph_tta']})"
     if reference is not None:
         ratio = face_ms / reference["latency"]["onnxruntime"]["median_ms"]
-        bound = TIER_COST_BOUND[r["name"]]
-        line += f" = {ratio:.2f}x fastnet's ({verdict(ratio <= bound)} <= {bound:g}x)"
+        line += f" = {ratio:.2f}x fastnet's" + (f" ({verdict(ratio <= bound)} <= {bound:g}x)" if bound else "")
     return line + f"; photo end to end with yunet {e2e:.1f} ms."
 
 
@@ -279,7 +292,7 @@ def markdown(report: dict) -> str:
              f"Repetitions: {'--quick' if report['quick'] else 'full'}.", ""]
     lines += latency_table(models) + [""] + throughput_table(models) + [""] + end_to_end_table(models)
     fastnet = next((r for r in models if r["name"] == "fastnet"), None)
-    lines += ["", *(targets_line(r, fastnet) for r in models if r["name"] in TIER_COST_BOUND)]
+    lines += ["", *(targets_line(r, fastnet) for r in models if r["name"] in TIER_COST_BOUND or r.get("members"))]
     return "\n".join(lines)
 
 
@@ -288,7 +301,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", action="append", choices=choices, default=None,
                    help="model to time, repeatable: a bundled model or a registered architecture (random weights) "
-                        "(default: the bundled default, fast and seed_cnn, and every architecture)")
+                        "(default: every model in the manifest, and every architecture)")
     p.add_argument("--quick", action="store_true", help="a few repetitions only: checks the script, not the speed")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "infer.json",
                    help="JSON report (default: %(default)s)")
@@ -297,7 +310,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    names = list(dict.fromkeys(args.model or [*DEFAULT_BUNDLED, *list_models()]))
+    names = list(dict.fromkeys(args.model or [*bundled_names(), *list_models()]))
     reps = QUICK if args.quick else FULL
     cv2.setNumThreads(1)  # OpenCV (decoding, detection) on one thread throughout, like ONNX Runtime in (a) and (c)
     given = argv if argv is not None else sys.argv[1:]
@@ -312,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"timing {c.label} ...", file=sys.stderr, flush=True)
             report["models"].append({
                 "name": name, "label": c.label, "arch": c.meta["arch"], "note": c.note,
+                "members": len(c.meta["members"]), "graph_tta": c.meta["graph_tta"],
                 "parameters": count_params(c.torch_model),
                 "latency": bench_latency(c, crop, reps["latency"]),
                 "throughput": bench_throughput(c, crop, reps["throughput"]),

@@ -3,11 +3,13 @@
     ferkit export runs/vgg/best.pt --out vgg.onnx                       # verified on all of PublicTest
     ferkit export runs/vgg/best.pt --out vgg.onnx --temperature 1.31    # override the calibration
     ferkit export runs/mine/best.pt --out mine.onnx                     # a fine-tuned model, FER2013 or not here
+    ferkit export runs/a runs/b runs/c --out best.onnx --flip           # one graph of an ensemble (ferkit.merge)
 
 The ONNX graph takes ``input`` float32 (N, 1, S, S) with a dynamic N and returns ``logits``
-(N, C); the model metadata (docs/design.md) is stored in the ONNX property ``ferkit``, and a
-``<file>.sha256`` sidecar is written beside the model. The graph is checked against PyTorch before
-anything is written, so a failed export leaves no file. Needs torch and onnx (ferkit[train]).
+(N, C) (an ensemble's are the log of its members' mean calibrated probability); the model metadata
+(docs/design.md) is stored in the ONNX property ``ferkit``, and a ``<file>.sha256`` sidecar is
+written beside the model. The graph is checked against PyTorch before anything is written, so a
+failed export leaves no file. Needs torch and onnx (ferkit[train]).
 """
 
 from __future__ import annotations
@@ -30,13 +32,15 @@ try:  # the training extra; without it `ferkit export --help` still works and ru
     import torch
 
     from .checkpoint import load_checkpoint
+    from .ensemble import member_checkpoint
+    from .merge import ensemble_model
     MISSING = None
 except ImportError as e:
     MISSING = e
 from .fileio import sha256_of, write_bytes, write_text
 from .infer import META_PROPERTY, open_session
 from .labels import SPLITS
-from .meta import check_meta, default_meta  # noqa: F401
+from .meta import ENSEMBLE_ARCH, check_meta, default_meta  # noqa: F401
 from .preprocess import to_model_input
 from .weights import sidecar_path
 
@@ -129,9 +133,11 @@ def verification_faces(split: str, data: str | None, size: int) -> tuple[np.ndar
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("ferkit export", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", help="a .pt checkpoint written by ferkit train, or a bundled model's name "
-                                      "('default', 'fast', 'ferplus', 'seed_cnn'); read with weights_only=True, "
-                                      "so a crafted file cannot run code")
+    p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
+                   help="a .pt checkpoint written by ferkit train, its run folder, or a bundled model's name "
+                        "('default', 'fast', 'ferplus', 'seed_cnn'); several: one graph of their ensemble, the "
+                        "weighted mean of their calibrated probabilities. Read with weights_only=True, so a crafted "
+                        "file cannot run code")
     p.add_argument("--out", required=True,
                    help="ONNX file to write, a .sha256 sidecar beside it (required; no default)")
     p.add_argument("--verify-split", default="PublicTest", choices=[*SPLITS, "none"],
@@ -140,10 +146,26 @@ def get_args_parser() -> argparse.ArgumentParser:
                         f"data, {RANDOM_FACES} random faces (default: PublicTest; none: skip)")
     p.add_argument("--data", default=None, help="FER2013 folder (default: $FERKIT_DATA or ../shared/data/fer2013)")
     p.add_argument("--temperature", type=float, default=None,
-                   help="calibration temperature to store (default: the checkpoint's)")
-    p.add_argument("--name", default=None, help="model name to store (default: the checkpoint's)")
+                   help="calibration temperature to store (default: the checkpoint's; an ensemble's: 1, its "
+                        "members keep their own)")
+    p.add_argument("--name", default=None,
+                   help=f"model name to store (default: the checkpoint's; an ensemble's: {ENSEMBLE_ARCH})")
     p.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default: {OPSET})")
+    p.add_argument("--weights", type=float, nargs="+", default=None, metavar="W",
+                   help="one weight per checkpoint of an ensemble, normalised to sum 1 (default: equal weights)")
+    p.add_argument("--flip", action="store_true",
+                   help="average each face with its mirror inside the graph, twice the cost per face "
+                        "(default: off; recorded as graph_tta in the metadata)")
     return p
+
+
+def cli_model(args: argparse.Namespace) -> tuple[torch.nn.Module, dict]:
+    """The model the command line names: one checkpoint, or the ensemble of several (or with --flip / --weights)."""
+    overrides = {k: v for k, v in (("temperature", args.temperature), ("name", args.name)) if v is not None}
+    if len(args.checkpoints) == 1 and not args.flip and args.weights is None:
+        return model_and_meta(member_checkpoint(args.checkpoints[0]), overrides)
+    model, meta = ensemble_model(args.checkpoints, args.weights, flip=args.flip, name=args.name or ENSEMBLE_ARCH)
+    return model, check_meta({**meta, **overrides}, f"ensemble {meta['name']!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,20 +174,23 @@ def main(argv: list[str] | None = None) -> int:
     require_training_extra("export", MISSING)
     if args.temperature is not None and not args.temperature > 0:
         parser.error(f"--temperature must be > 0, got {args.temperature}")
-    overrides = {k: v for k, v in (("temperature", args.temperature), ("name", args.name)) if v is not None}
-    model, meta = model_and_meta(args.checkpoint, overrides)
+    if args.weights is not None and len(args.weights) != len(args.checkpoints):
+        parser.error(f"--weights: {len(args.weights)} weights for {len(args.checkpoints)} checkpoints")
+    model, meta = cli_model(args)
+    what_model = " + ".join(args.checkpoints)
     data = onnx_bytes(model, meta, args.opset)
     verified = ""
     if args.verify_split != "none":  # checked before anything is written: a failed export leaves no file
         faces, what = verification_faces(args.verify_split, args.data, meta["input_size"])
         diff = verify_onnx(model, data, faces, meta)
         if diff > MAX_PROB_DIFF:
-            raise ModelError(f"the ONNX graph of {args.checkpoint} disagrees with PyTorch on "
+            raise ModelError(f"the ONNX graph of {what_model} disagrees with PyTorch on "
                              f"{what.format(n=len(faces))}: max |Δprob| = {diff:.2e} > {MAX_PROB_DIFF:g}; "
                              "nothing was written")
         verified = f"verified on {what.format(n=len(faces))}: max |Δprob| = {diff:.2e} <= {MAX_PROB_DIFF:g}"
     out = write_model(args.out, data)
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, {meta['arch']}, classes: {', '.join(meta['classes'])}, "
+    arch = meta["arch"] + (f" of {len(meta['members'])}, in-graph TTA {meta['graph_tta']}" if meta["members"] else "")
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, {arch}, classes: {', '.join(meta['classes'])}, "
           f"T={meta['temperature']:.3f}) and {sidecar_path(out).name}")
     if verified:
         print(verified)

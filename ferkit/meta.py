@@ -15,6 +15,8 @@ from .errors import ModelError
 from .labels import EMOTIONS
 
 PREPROCESS_MODES = ("none", "report")
+ENSEMBLE_ARCH = "ensemble"  # the arch of a merged graph (ferkit.merge); its members' archs are in ``members``
+GRAPH_TTA_MODES = ("none", "flip")  # test-time views averaged inside the graph itself (ferkit.merge)
 DEFAULT_MARGIN = 0.0  # FER2013 faces are framed by YuNet's box itself: measured margin -0.03 (docs/faces.md)
 REQUIRED = ("name", "arch", "classes", "input_size", "channels", "mean", "std", "preprocess", "temperature",
             "unsure_threshold")
@@ -26,7 +28,9 @@ class ModelMeta:
 
     ``temperature`` divides the logits before the softmax (fitted on PublicTest); a face whose calibrated
     top probability is below ``unsure_threshold`` is flagged unsure. ``provenance`` records where the
-    weights came from (run, command, teacher); it never changes what the model computes.
+    weights came from (run, command, teacher); it never changes what the model computes. A merged graph
+    (``ferkit.merge``) lists its ``members`` (source, name, arch, weight, temperature; weights sum to 1) and
+    ``graph_tta``, the views it averages itself; a single model has no members and ``graph_tta`` "none".
     """
 
     name: str
@@ -41,9 +45,13 @@ class ModelMeta:
     unsure_threshold: float = 0.0
     face_margin: float = DEFAULT_MARGIN
     provenance: dict = field(default_factory=dict)
+    members: tuple[dict, ...] = ()
+    graph_tta: str = "none"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", tuple(self.classes))
+        if isinstance(self.members, (list, tuple)):
+            object.__setattr__(self, "members", tuple(self.members))
         problems = self.problems()
         if problems:
             raise ModelError(f"invalid model metadata: {'; '.join(problems)}")
@@ -68,7 +76,9 @@ class ModelMeta:
                 out.append(f"{key} is out of range: {value!r}")
         if not isinstance(self.provenance, dict):
             out.append(f"provenance must be an object, got {type(self.provenance).__name__}")
-        return out
+        if self.graph_tta not in GRAPH_TTA_MODES:
+            out.append(f"graph_tta must be one of {', '.join(GRAPH_TTA_MODES)}, got {self.graph_tta!r}")
+        return out + _member_problems(self.members)
 
     @classmethod
     def from_dict(cls, meta: Any, where: str) -> "ModelMeta":
@@ -88,6 +98,7 @@ class ModelMeta:
         """The JSON object stored in checkpoints and ONNX files (classes as a list)."""
         d = asdict(self)
         d["classes"] = list(self.classes)
+        d["members"] = list(self.members)
         return d
 
     def replace(self, **changes) -> "ModelMeta":
@@ -96,6 +107,20 @@ class ModelMeta:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _member_problems(members: Any) -> list[str]:
+    """What is wrong with a merged graph's ``members`` list, at most one phrase (empty when valid)."""
+    if not isinstance(members, tuple) or not all(isinstance(m, dict) for m in members):
+        return [f"members must be a list of objects, got {members!r}"]
+    for i, m in enumerate(members):
+        if not (isinstance(m.get("name"), str) and isinstance(m.get("arch"), str)):
+            return [f"members entry {i} needs a name and an arch, got {m!r}"]
+        if not all(_is_number(m.get(k)) and m[k] > 0 for k in ("weight", "temperature")):
+            return [f"members entry {i} needs a weight and a temperature > 0, got {m!r}"]
+    if members and not math.isclose(sum(m["weight"] for m in members), 1.0, abs_tol=1e-6):
+        return [f"members weights must sum to 1, got {sum(m['weight'] for m in members)!r}"]
+    return []
 
 
 def check_meta(meta: Any, where: str) -> dict:

@@ -8,7 +8,14 @@ writes the float16 checkpoint ``weights/NAME.pt`` (for `ferkit train --from NAME
 ``weights/reports/NAME/`` with `ferkit evaluate` (ONNX Runtime, CPU).
 
     python scripts/ship_models.py default=runs/ladder/g2_vgg_c fast=runs/ship/fast
+    python scripts/ship_models.py best=runs/a,runs/b:2,runs/c --flip   # one graph of an ensemble (ferkit.merge)
     python scripts/ship_models.py seed_cnn ferplus        # a bare name: only its report (and manifest accuracy)
+
+NAME=RUN1,RUN2[:WEIGHT],... ships an ensemble as one ONNX graph: each member's temperature is fitted
+on PublicTest from its own logits.npz, the graph averages the members' calibrated probabilities
+(weights normalised to sum 1; with --flip, each face's and its mirror's), and the graph's own
+temperature and unsure threshold are then fitted on PublicTest through the Recognizer. It has no
+NAME.pt: an ensemble is not a starting point for `ferkit train --from`.
 
 Each run folder holds weights.pt (scripts/gpu/pack_runs.py) and logits.npz (`ferkit train`), and
 optionally gpu_call.txt, the command that trained it.
@@ -16,37 +23,55 @@ optionally gpu_call.txt, the command that trained it.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
-import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ferkit.calibration import UNSURE_RULE, fit_temperature, fit_unsure_threshold, softmax
 from ferkit.checkpoint import load_checkpoint, pack, read_checkpoint, save_checkpoint
-from ferkit.data import load_ferplus_split, load_split
+from ferkit.ensemble import load_faces
 from ferkit.evaluate import main as evaluate_main
 from ferkit.export import MAX_PROB_DIFF, export_onnx, sidecar_path, verify_onnx
 from ferkit.fileio import sha256_of, write_text
-from ferkit.meta import check_meta
+from ferkit.infer import load
+from ferkit.merge import Member, ensemble_of, load_members
+from ferkit.meta import ENSEMBLE_ARCH, check_meta
 from ferkit.settings import WEIGHTS_DIR
 
 CALIBRATION_TTA = "none"  # the Recognizer's default
+CALIBRATION_SPLIT = "PublicTest"
 REPORT_SPLIT = "PrivateTest"
+
+
+def fit_calibration(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(temperature, unsure threshold) fitted on held-out logits."""
+    temperature = fit_temperature(logits, labels)
+    return temperature, fit_unsure_threshold(softmax(logits, temperature), labels)
 
 
 def fitted_meta(name: str, run: Path, meta: dict) -> dict:
     """The run's metadata with the shipped name, and temperature and unsure threshold fitted on PublicTest."""
     with np.load(run / "logits.npz") as z:
-        logits, labels = z[f"PublicTest_logits_{CALIBRATION_TTA}"], z["PublicTest_labels"]
-    temperature = fit_temperature(logits, labels)
-    threshold = fit_unsure_threshold(softmax(logits, temperature), labels)
+        logits, labels = z[f"{CALIBRATION_SPLIT}_logits_{CALIBRATION_TTA}"], z[f"{CALIBRATION_SPLIT}_labels"]
+    temperature, threshold = fit_calibration(logits, labels)
     trained_by = (run / "gpu_call.txt").read_text().strip() if (run / "gpu_call.txt").exists() else ""
     provenance = {**meta.get("provenance", {}), "run": run.name, "trained_by": trained_by,
-                  "calibrated_on": "PublicTest, single view", "unsure_rule": UNSURE_RULE}
+                  "calibrated_on": f"{CALIBRATION_SPLIT}, single view", "unsure_rule": UNSURE_RULE}
     return check_meta({**meta, "name": name, "temperature": temperature, "unsure_threshold": threshold,
                        "provenance": provenance}, str(run))
+
+
+def verified_onnx(name: str, model: torch.nn.Module, onnx_path: Path, meta: dict) -> float:
+    """Max |Δprob| of the written ONNX file against PyTorch on the whole calibration split; fails above the bound."""
+    faces = load_faces(CALIBRATION_SPLIT, tuple(meta["classes"]), None).images
+    diff = verify_onnx(model, onnx_path, faces, meta)
+    assert diff <= MAX_PROB_DIFF, f"{name}: ONNX differs from PyTorch by {diff:.2e}"
+    return diff
 
 
 def ship(name: str, run: Path, manifest: dict) -> None:
@@ -57,9 +82,7 @@ def ship(name: str, run: Path, manifest: dict) -> None:
     onnx_path = export_onnx(checkpoint, WEIGHTS_DIR / f"{name}.onnx")
     sidecar_path(onnx_path).unlink(missing_ok=True)  # the manifest holds the checksum
     model, meta = load_checkpoint(checkpoint)
-    faces = (load_ferplus_split if "contempt" in meta["classes"] else load_split)("PublicTest").images
-    diff = verify_onnx(model, onnx_path, faces, meta)
-    assert diff <= MAX_PROB_DIFF, f"{name}: ONNX differs from PyTorch by {diff:.2e}"
+    diff = verified_onnx(name, model, onnx_path, meta)
     manifest["models"][name] = {
         "file": onnx_path.name, "sha256": sha256_of(onnx_path),
         "checkpoint": checkpoint.name, "checkpoint_sha256": sha256_of(checkpoint),
@@ -70,26 +93,85 @@ def ship(name: str, run: Path, manifest: dict) -> None:
           f"max|Δprob|={diff:.1e} {onnx_path.stat().st_size / 1e6:.2f} MB")
 
 
+def member_runs(spec: str) -> tuple[list[Path], list[float]]:
+    """``RUN1,RUN2:2,...`` -> the run folders and their weights (1 where none is given)."""
+    runs, weights = [], []
+    for item in spec.split(","):
+        run, _, weight = item.rpartition(":") if ":" in item else (item, "", "1")
+        runs.append(Path(run))
+        weights.append(float(weight))
+    return runs, weights
+
+
+def ensemble_calibration(model: torch.nn.Module, meta: dict) -> tuple[float, float]:
+    """(temperature, unsure threshold) of the merged graph, fitted on its own PublicTest logits (Recognizer, T = 1)."""
+    faces = load_faces(CALIBRATION_SPLIT, tuple(meta["classes"]), None)
+    with tempfile.TemporaryDirectory() as tmp:
+        recognizer = load(export_onnx(model, Path(tmp) / "uncalibrated.onnx", meta), detector="haar")
+        return fit_calibration(recognizer.logits_faces(faces.images, CALIBRATION_TTA), faces.labels)
+
+
+def ship_ensemble(name: str, spec: str, flip: bool, manifest: dict) -> None:
+    """NAME=RUN1,RUN2[:WEIGHT],...: one ONNX graph of the runs' ensemble (module docstring)."""
+    runs, weights = member_runs(spec)
+    members = [Member(run.name, m.model, fitted_meta(run.name, run, m.meta))
+               for run, m in zip(runs, load_members([run / "weights.pt" for run in runs]))]
+    model, meta = ensemble_of(members, weights, flip=flip, name=name)
+    temperature, threshold = ensemble_calibration(model, meta)
+    trained_by = " | ".join(dict.fromkeys(m.meta["provenance"]["trained_by"] for m in members))
+    provenance = {"members": [run.name for run in runs], "trained_by": trained_by, "unsure_rule": UNSURE_RULE,
+                  "calibrated_on": f"{CALIBRATION_SPLIT}, the merged graph (in-graph TTA {meta['graph_tta']})"}
+    meta = check_meta({**meta, "temperature": temperature, "unsure_threshold": threshold, "provenance": provenance},
+                      name)
+    onnx_path = export_onnx(model, WEIGHTS_DIR / f"{name}.onnx", meta)
+    sidecar_path(onnx_path).unlink(missing_ok=True)  # the manifest holds the checksum
+    diff = verified_onnx(name, model, onnx_path, meta)
+    manifest["models"][name] = {
+        "file": onnx_path.name, "sha256": sha256_of(onnx_path), "arch": ENSEMBLE_ARCH,
+        "members": [{"run": m["source"], "arch": m["arch"], "weight": m["weight"]} for m in meta["members"]],
+        "graph_tta": meta["graph_tta"], "classes": meta["classes"], "report": f"reports/{name}",
+        "trained_by": trained_by,
+    }
+    print(f"{name}: {ENSEMBLE_ARCH} of {len(runs)} (in-graph TTA {meta['graph_tta']}) T={temperature:.3f} "
+          f"unsure<{threshold} max|Δprob|={diff:.1e} {onnx_path.stat().st_size / 1e6:.2f} MB")
+
+
 def write_report(name: str, manifest: dict) -> None:
     """`ferkit evaluate NAME --split PrivateTest` into weights/reports/NAME; its accuracy goes into the manifest."""
-    out = WEIGHTS_DIR / manifest["models"][name]["report"]
+    entry = manifest["models"][name]
+    out = WEIGHTS_DIR / entry["report"]
     evaluate_main([name, "--split", REPORT_SPLIT, "--out", os.path.relpath(out)])  # relative: the report records it
     metrics = json.loads((out / "metrics.json").read_text())
-    manifest["models"][name]["accuracy"] = {"split": REPORT_SPLIT, "tta": "none", "value": metrics["accuracy"]}
+    entry["accuracy"] = {"split": REPORT_SPLIT, "tta": entry.get("graph_tta", "none"), "value": metrics["accuracy"]}
 
 
-def main(pairs: list[str]) -> None:
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser("scripts/ship_models.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("models", nargs="+", metavar="NAME[=RUN[,RUN[:WEIGHT]...]]",
+                   help="NAME=RUN ships a run, NAME=RUN1,RUN2,... one graph of their ensemble, a bare NAME only "
+                        "rewrites the report of a shipped model")
+    p.add_argument("--flip", action="store_true",
+                   help="ensembles average each face with its mirror inside the graph (default: off)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = get_args_parser().parse_args(argv)
     manifest_path = WEIGHTS_DIR / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     manifest.setdefault("models", {})
-    for pair in pairs:  # NAME=RUN ships and reports; a bare NAME only rewrites the report of a shipped model
-        name, _, run = pair.partition("=")
-        if run:
-            ship(name, Path(run), manifest)
+    for pair in args.models:
+        name, _, runs = pair.partition("=")
+        if "," in runs:
+            ship_ensemble(name, runs, args.flip, manifest)
+        elif runs:
+            ship(name, Path(runs), manifest)
+        if runs:
             write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
         write_report(name, manifest)
         write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -511,6 +511,41 @@ def test_the_picker_shows_every_tier_with_its_accuracy_and_time(infer_results, m
     assert any(o.startswith("ferplus — ") and " % FER+, " in o for o in options)
 
 
+def test_an_ensemble_tier_is_picked_like_any_other(tmp_path, monkeypatch):
+    """A merged graph (ferkit.merge) listed in the manifest: in the picker with its members, accuracy and time."""
+    torch = pytest.importorskip("torch")
+    import ferkit.weights as weights
+    from ferkit.app import tiers
+    from ferkit.export import default_meta, export_onnx
+    from ferkit.fileio import sha256_of
+    from ferkit.merge import Member, ensemble_of
+    from ferkit.models import create_model
+
+    torch.manual_seed(0)
+    members = [Member(f"run{i}", create_model("fastnet").eval(), default_meta("fastnet")) for i in range(2)]
+    model, meta = ensemble_of(members, flip=True, name="best")
+    best = export_onnx(model, tmp_path / "best.onnx", meta)
+    manifest = weights.read_manifest()
+    manifest["models"]["best"] = {"file": str(best), "sha256": sha256_of(best), "arch": "ensemble",  # absolute path
+                                  "classes": list(EMOTIONS), "members": [{"run": "run0"}, {"run": "run1"}],
+                                  "accuracy": {"split": "PrivateTest", "tta": "flip", "value": 0.5}}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setattr(weights, "MANIFEST", tmp_path / "manifest.json")
+    timed = {"name": "best", "arch": "ensemble", "members": 2, "latency": {"onnxruntime": {"median_ms": 3.0}}}
+    (tmp_path / "infer.json").write_text(json.dumps({"models": [timed]}))
+    monkeypatch.setattr(tiers, "INFER_RESULTS", tmp_path / "infer.json")
+    monkeypatch.delenv(MODEL_ENV, raising=False)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S).run()
+    assert "best — ensemble of 2, 50.0 % FER2013, 3.0 ms/face" in at.sidebar.selectbox(key="model").options
+    picker = at.sidebar.selectbox(key="model")
+    picker.select_index(next(i for i, o in enumerate(picker.options) if o.startswith("best — "))).run()
+    assert not at.exception and not at.sidebar.error, at.exception
+    assert at.sidebar.selectbox(key="model").value.source == "best"
+    assert tiers.tier("best", manifest["models"]["best"], tiers.measured()).split == "PrivateTest (flip TTA)"
+    two_more = {**manifest["models"]["best"], "members": [{}] * 4}  # re-shipped with 4 members: not the timed one
+    assert tiers.tier("best", two_more, tiers.measured()).ms_text() == "–"
+
+
 def test_the_model_page_lists_the_tiers_and_where_their_numbers_come_from(infer_results, monkeypatch):
     from ferkit.weights import read_manifest
 

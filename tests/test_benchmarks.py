@@ -33,3 +33,24 @@ def test_bench_infer_quick(tmp_path):
     assert model["end_to_end"]["yunet"]["faces_found"] == 1
     assert "| model | parameters | ONNX Runtime |" in done.stdout and "Targets for" in done.stdout
     assert report["markdown"] in done.stdout
+
+
+def test_bench_infer_times_an_ensemble_as_its_members_merged():
+    """A merged graph's PyTorch twin is its members' architectures in one EnsembleNet; its cost is stated."""
+    pytest.importorskip("torch")
+    from benchmarks import bench_infer
+    from ferkit.meta import check_meta, default_meta
+    from ferkit.models import count_params, create_model
+
+    members = [{"source": "a", "name": "a", "arch": "fastnet", "weight": 0.5, "temperature": 1.0},
+               {"source": "b", "name": "b", "arch": "seed_cnn", "weight": 0.5, "temperature": 2.0}]
+    meta = check_meta({**default_meta("ensemble"), "members": members, "graph_tta": "flip"}, "best")
+    model = bench_infer.torch_model(meta)
+    assert count_params(model) == count_params(create_model("fastnet")) + count_params(create_model("seed_cnn"))
+    assert model.flip and bench_infer.torch_model(default_meta("fastnet")).__class__.__name__ != "EnsembleNet"
+    timed = {"label": "best (ensemble)", "name": "best", "members": 2, "graph_tta": "flip",
+             "latency": {"onnxruntime": {"median_ms": 4.0}}, "end_to_end": {"yunet": {"median_ms": 9.0}}}
+    reference = {"latency": {"onnxruntime": {"median_ms": 0.5}}}
+    assert bench_infer.targets_line(timed, reference) == (
+        "Cost of best (ensemble): one face 4.000 ms (2 members, in-graph TTA flip) = 8.00x fastnet's; "
+        "photo end to end with yunet 9.0 ms.")

@@ -33,6 +33,9 @@ def test_defaults_fill_the_optional_fields():
     ("classes", ["happy"]), ("classes", ["a", "a"]), ("input_size", 4), ("input_size", 48.0), ("channels", 3),
     ("preprocess", "sharpen"), ("std", 0), ("temperature", -1.0), ("temperature", float("nan")),
     ("unsure_threshold", 1.5), ("face_margin", -0.9), ("mean", "half"), ("provenance", []),
+    ("graph_tta", "crops"), ("members", "vgg"), ("members", [{"name": "a"}]),
+    ("members", [{"name": "a", "arch": "vgg", "weight": 0.5, "temperature": 1.0}]),  # weights sum to 0.5
+    ("members", [{"name": "a", "arch": "vgg", "weight": 1.0, "temperature": 0}]),
 ])
 def test_every_invalid_field_is_named(field, value):
     stored = default_meta("fastnet")
@@ -60,3 +63,15 @@ def test_model_meta_is_frozen():
     meta = ModelMeta(name="m", arch="a")
     with pytest.raises(AttributeError):
         meta.temperature = 2.0
+
+
+def test_metadata_from_before_ensembles_loads_as_a_single_model():
+    """Files written before ``members`` and ``graph_tta`` existed (the bundled ones among them) read as before."""
+    stored = {k: v for k, v in default_meta("vgg").items() if k not in ("members", "graph_tta")}
+    meta = check_meta(stored, "old.onnx")
+    assert (meta["members"], meta["graph_tta"]) == ([], "none")
+    merged = {**stored, "arch": "ensemble", "graph_tta": "flip", "members": [
+        {"source": "runs/a", "name": "a", "arch": "vgg", "weight": 0.75, "temperature": 1.2},
+        {"source": "runs/b", "name": "b", "arch": "resnet18", "weight": 0.25, "temperature": 0.9}]}
+    again = ModelMeta.from_dict(json.loads(json.dumps(check_meta(merged, "best.onnx"))), "best.onnx")
+    assert again.members == tuple(merged["members"]) and again.to_dict()["members"] == merged["members"]

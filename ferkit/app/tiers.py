@@ -18,6 +18,7 @@ from ..labels import FERPLUS_EMOTIONS
 
 INFER_RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "infer.json"
 ARCH_TITLES = {"vgg": "VGG", "resnet18": "ResNet-18"}  # other architectures show their registry name
+# (a merged graph's arch is "ensemble": it shows as "ensemble of N", N from the manifest's ``members``)
 MISSING = "–"
 
 
@@ -31,6 +32,11 @@ class Tier:
     accuracy: float | None
     split: str | None
     ms_per_face: float | None
+    members: int = 0             # models merged into one graph (ferkit.merge); 0 for a single model
+
+    def architecture(self) -> str:
+        title = ARCH_TITLES.get(self.arch, self.arch)
+        return f"{title} of {self.members}" if self.members else title
 
     def accuracy_text(self) -> str:
         return MISSING if self.accuracy is None else f"{self.accuracy:.1%}".replace("%", " %")
@@ -40,22 +46,22 @@ class Tier:
 
     def label(self) -> str:
         """``default — VGG, 72.6 % FER2013, 11 ms/face`` (a "–" for what is not known)."""
-        return f"{self.name} — {ARCH_TITLES.get(self.arch, self.arch)}, {self.accuracy_text()} {self.dataset}, " \
+        return f"{self.name} — {self.architecture()}, {self.accuracy_text()} {self.dataset}, " \
                f"{self.ms_text()} ms/face"
 
     def row(self) -> dict:
         """The Model page's table row (texts, "–" where not known)."""
-        return {"model": self.name, "architecture": ARCH_TITLES.get(self.arch, self.arch), "labels": self.dataset,
+        return {"model": self.name, "architecture": self.architecture(), "labels": self.dataset,
                 "accuracy": self.accuracy_text(), "measured on": self.split or MISSING,
                 "ms per face": MISSING if self.ms_per_face is None else f"{self.ms_per_face:.2f}"}
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
 def _measured(path: str, mtime_ns: int) -> dict:
-    """infer.json's ``{name: (arch, ONNX Runtime median ms), ...}`` and its machine; {} when unreadable."""
+    """infer.json's ``{name: ((arch, members), ONNX Runtime median ms), ...}`` and its machine; {} when unreadable."""
     try:
         report = json.loads(Path(path).read_text())
-        models = {m["name"]: (m.get("arch"), float(m["latency"]["onnxruntime"]["median_ms"]))
+        models = {m["name"]: ((m.get("arch"), m.get("members", 0)), float(m["latency"]["onnxruntime"]["median_ms"]))
                   for m in report.get("models", [])}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
@@ -72,15 +78,17 @@ def measured() -> dict:
 
 
 def tier(name: str, entry: dict, speeds: dict) -> Tier:
-    """A manifest entry as a Tier; its time per face only when infer.json lists the same architecture."""
+    """A manifest entry as a Tier; its time per face only when infer.json lists the same architecture (for an
+    ensemble, as many members)."""
     arch = entry.get("arch", "?")
+    members = len(entry["members"]) if isinstance(entry.get("members"), list) else 0
     accuracy = entry.get("accuracy") if isinstance(entry.get("accuracy"), dict) else {}
-    timed_arch, ms = speeds.get("models", {}).get(name, (None, None))
+    timed_as, ms = speeds.get("models", {}).get(name, (None, None))
     dataset = "FER+" if tuple(entry.get("classes", ())) == FERPLUS_EMOTIONS else "FER2013"
     split = accuracy.get("split")
     if split and accuracy.get("tta") not in (None, "none"):
         split += f" ({accuracy['tta']} TTA)"
-    return Tier(name, arch, dataset, accuracy.get("value"), split, ms if timed_arch == arch else None)
+    return Tier(name, arch, dataset, accuracy.get("value"), split, ms if timed_as == (arch, members) else None, members)
 
 
 def bundled_tiers(models: dict[str, dict]) -> list[Tier]:
