@@ -31,6 +31,9 @@ OUT = ROOT / "benchmarks" / "results" / "accuracy.json"
 TTA_MODES = ("none", "flip", "crops")
 VALIDATION, TEST = "PublicTest", "PrivateTest"
 FAST_ARCHS = ("fastnet", "mobile", "mobile_deep")  # at or under fastnet's CPU cost per face (docs/benchmarks.md)
+# within ~20x fastnet's CPU cost per face, the default tier's bound (resnet18 is 21.8x: docs/benchmarks.md)
+DEFAULT_ARCHS = ("vgg", "seed_cnn", "fastnet_wide", *FAST_ARCHS)
+BEST_ARCHS, BEST_TTA, BEST_MEMBERS = ("vgg", "resnet18"), "flip", 2  # the shipped `best` graph: its pool and size cap
 LADDER_PREFIX = "g"  # the runs of scripts/gpu/ladder.sh: g1_* (generation 1), g2_* (students)
 
 
@@ -94,6 +97,19 @@ def best_ensemble(runs: dict, n_classes: int, prefix: str = "") -> dict:
     return max(results, key=lambda r: r[VALIDATION])
 
 
+def capped_ensemble(runs: dict, n_classes: int, prefix: str, archs: tuple[str, ...], tta: str, picks: int) -> dict:
+    """The first ``picks`` picks of greedy forward selection on PublicTest (``choose_ensemble_weights`` with step
+    1/picks) among the runs of some architectures: how the shipped ``best`` graph's members were chosen."""
+    names = sorted(n for n, z in runs.items() if n.startswith(prefix) and str(z["arch"]) in archs
+                   and len(z["classes"]) == n_classes and f"{TEST}_logits_{tta}" in z)
+    temps = {n: fit_temperature(runs[n][f"{VALIDATION}_logits_{tta}"], runs[n][f"{VALIDATION}_labels"]) for n in names}
+    probs = {s: [softmax(runs[n][f"{s}_logits_{tta}"], temps[n]) for n in names] for s in (VALIDATION, TEST)}
+    weights = choose_ensemble_weights(probs[VALIDATION], runs[names[0]][f"{VALIDATION}_labels"], step=1 / picks)
+    return {"tta": tta, "members": {n: float(w) for n, w in zip(names, weights) if w > 0},
+            **{s: float((ensemble_probs(probs[s], weights).argmax(1) == runs[names[0]][f"{s}_labels"]).mean())
+               for s in (VALIDATION, TEST)}}
+
+
 def onnx_table(models: list[str], modes: list[str]) -> list[dict]:
     import ferkit
     from ferkit.data import load_ferplus_split, load_split
@@ -106,7 +122,8 @@ def onnx_table(models: list[str], modes: list[str]) -> list[dict]:
         ferplus = tuple(recognizer.classes) == FERPLUS_EMOTIONS
         load = load_ferplus_split if ferplus else load_split
         splits = {s: load(s) for s in (VALIDATION, TEST)}
-        for tta in modes:
+        in_graph = recognizer.meta.get("graph_tta", "none") != "none"  # a merged graph that averages views itself
+        for tta in ["none"] if in_graph else modes:
             row = {"model": name, "sha256": sha256_of(resolve_model(name)), "tta": tta,
                    "dataset": "FER+" if ferplus else "FER2013"}
             for split, faces in splits.items():
@@ -127,8 +144,9 @@ def markdown(rows: list[dict], keys: list[str]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--no-onnx", action="store_true", help="skip re-scoring the bundled ONNX models (default: re-score)")
-    p.add_argument("--models", nargs="+", default=["default", "fast", "ferplus", "seed_cnn"],
-                   help="bundled models to re-score (default: default fast ferplus seed_cnn)")
+    p.add_argument("--models", nargs="+", default=["default", "fast", "best", "ferplus", "seed_cnn"],
+                   help="bundled models to re-score (default: default fast best ferplus seed_cnn; a graph that "
+                        "averages views itself only without TTA)")
     p.add_argument("--tta", nargs="+", default=["none", "flip", "crops"], choices=TTA_MODES,
                    help="TTA modes of the re-scoring (default: none flip crops)")
     args = p.parse_args()
@@ -141,17 +159,20 @@ def main() -> None:
         "fer2013": {"best_single": best_single(rows, 7), "best_ensemble": best_ensemble(runs, 7),
                     "best_single_view": best_single(rows, 7, tta="none"),
                     "best_fast_single_view": best_single(rows, 7, tta="none", archs=FAST_ARCHS),
+                    "best_default_single_view": best_single(rows, 7, tta="none", archs=DEFAULT_ARCHS),
+                    "best_tier": capped_ensemble(runs, 7, LADDER_PREFIX, BEST_ARCHS, BEST_TTA, BEST_MEMBERS),
                     "ladder_ensemble": best_ensemble(runs, 7, prefix=LADDER_PREFIX)},
         "ferplus": {"best_single": best_single(rows, 8), "best_ensemble": best_ensemble(runs, 8)},
     }
     print("## GPU runs (saved logits)\n" + markdown(rows, ["run", "arch", "classes", "tta", VALIDATION, TEST]))
-    for key in ("best_single_view", "best_fast_single_view"):
+    for key in ("best_single_view", "best_default_single_view", "best_fast_single_view"):
         r = result["fer2013"][key]
         test = "saved no PrivateTest logits: see the bundled re-scoring" if r[TEST] is None else f"{r[TEST]:.2%}"
         print(f"\nfer2013 {key} (chosen on {VALIDATION}): {r['run']} ({r['arch']}) -> {TEST} {test}")
-    ladder = result["fer2013"]["ladder_ensemble"]
-    print(f"fer2013 ladder ensemble (chosen on {VALIDATION}): tta={ladder['tta']} {ladder['members']} "
-          f"-> {TEST} {ladder[TEST]:.2%}")
+    for key in ("best_tier", "ladder_ensemble"):
+        ens = result["fer2013"][key]
+        print(f"fer2013 {key} (chosen on {VALIDATION}): tta={ens['tta']} {ens['members']} "
+              f"-> {VALIDATION} {ens[VALIDATION]:.2%}, {TEST} {ens[TEST]:.2%}")
     for dataset in ("fer2013", "ferplus"):
         single, ens = result[dataset]["best_single"], result[dataset]["best_ensemble"]
         print(f"\n{dataset}: best single (chosen on {VALIDATION}): {single['run']} tta={single['tta']} "
