@@ -18,42 +18,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from benchmarks.bench_infer import machine_info
 from ferkit.data import load_split
 from ferkit.fileio import write_text
 from ferkit.infer import open_session, session_meta
+from ferkit.quantize import MAX_LOSS_POINTS, calibration_faces, quantize
 from ferkit.weights import resolve_model
 from ferkit.preprocess import to_model_input
 
 ROOT = Path(__file__).resolve().parent
-MAX_LOSS_POINTS = 0.3  # the issue's bar for shipping an int8 model
 BATCH = 64
-
-
-class FaceReader(CalibrationDataReader):
-    """Calibration batches of training faces, as the model's input."""
-
-    def __init__(self, faces: np.ndarray, meta: dict, input_name: str, batch: int = 64):
-        self.batches = iter([{input_name: to_model_input(faces[i:i + batch], meta)}
-                             for i in range(0, len(faces), batch)])
-
-    def get_next(self) -> dict | None:
-        return next(self.batches, None)
-
-
-def quantize(model: Path, meta: dict, faces: np.ndarray, out: Path, reduce_range: bool = False) -> Path:
-    """Static QDQ int8; ``reduce_range``: 7-bit weights, the workaround for the u8s8 saturation of CPUs without
-    VNNI (AVX2, AVX-512 before VNNI), where full-range int8 can lose accuracy that a VNNI CPU does not show."""
-    prepared = out.with_name("prepared.onnx")
-    quant_pre_process(str(model), str(prepared))
-    name = open_session(model, 1).get_inputs()[0].name
-    quantize_static(str(prepared), str(out), FaceReader(faces, meta, name), quant_format=QuantFormat.QDQ,
-                    per_channel=True, reduce_range=reduce_range, weight_type=QuantType.QInt8,
-                    activation_type=QuantType.QUInt8)
-    return out
 
 
 def cpu_has_vnni() -> bool | None:
@@ -109,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     fp32_path = resolve_model(args.model)
     meta = session_meta(open_session(fp32_path, 1), str(fp32_path))
     train = load_split("Training")
-    calib = train.images[np.random.default_rng(0).choice(len(train), args.calibration_faces, replace=False)]
+    calib = calibration_faces(args.calibration_faces)
     with tempfile.TemporaryDirectory() as tmp:
         int8_path = quantize(fp32_path, meta, calib, Path(tmp) / "int8.onnx", args.reduce_range)
         sessions = {"fp32": open_session(fp32_path, 1), "int8": open_session(int8_path, 1)}

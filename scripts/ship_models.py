@@ -10,6 +10,11 @@ writes the float16 checkpoint ``weights/NAME.pt`` (for `ferkit train --from NAME
     python scripts/ship_models.py default=runs/ladder/g2_vgg_c fast=runs/ship/fast
     python scripts/ship_models.py best=runs/a,runs/b:2,runs/c --flip   # one graph of an ensemble (ferkit.merge)
     python scripts/ship_models.py seed_cnn ferplus        # a bare name: only its report (and manifest accuracy)
+    python scripts/ship_models.py default=runs/ladder/g6_vgg_d --int8 default   # its ONNX file in int8
+
+--int8 NAME ships NAME's ONNX graph quantized (ferkit.quantize: static QDQ, 7-bit weights, calibrated on
+Training faces) if it loses at most MAX_LOSS_POINTS on PublicTest against the fp32 graph, re-calibrated on
+PublicTest; else the fp32 graph stays. NAME.pt keeps the float weights (for `ferkit train --from`).
 
 NAME=RUN1,RUN2[:WEIGHT],... ships an ensemble as one ONNX graph: each member's temperature is fitted
 on PublicTest from its own logits.npz, the graph averages the members' calibrated probabilities
@@ -37,10 +42,11 @@ from ferkit.checkpoint import load_checkpoint, pack, read_checkpoint, save_check
 from ferkit.ensemble import load_faces
 from ferkit.evaluate import main as evaluate_main
 from ferkit.export import MAX_PROB_DIFF, export_onnx, sidecar_path, verify_onnx
-from ferkit.fileio import sha256_of, write_text
+from ferkit.fileio import sha256_of, write_bytes, write_text
 from ferkit.infer import load
 from ferkit.merge import Member, ensemble_of, load_members
 from ferkit.meta import ENSEMBLE_ARCH, check_meta
+from ferkit.quantize import MAX_LOSS_POINTS, QUANTIZATION, calibration_faces, quantize, with_meta
 from ferkit.settings import WEIGHTS_DIR
 
 CALIBRATION_TTA = "none"  # the Recognizer's default
@@ -91,6 +97,39 @@ def ship(name: str, run: Path, manifest: dict) -> None:
     }
     print(f"{name}: {meta['arch']} T={meta['temperature']:.3f} unsure<{meta['unsure_threshold']} "
           f"max|Δprob|={diff:.1e} {onnx_path.stat().st_size / 1e6:.2f} MB")
+
+
+def publictest_accuracy_and_logits(onnx_path: Path, meta: dict) -> tuple[float, np.ndarray, np.ndarray]:
+    faces = load_faces(CALIBRATION_SPLIT, tuple(meta["classes"]), None)
+    logits = load(onnx_path, detector="haar").logits_faces(faces.images, CALIBRATION_TTA)
+    return float((logits.argmax(1) == faces.labels).mean()), logits, faces.labels
+
+
+def ship_int8(name: str, manifest: dict) -> None:
+    """NAME's shipped ONNX graph replaced by its int8 graph, if that loses at most MAX_LOSS_POINTS on PublicTest."""
+    entry = manifest["models"][name]
+    if "quantized" in entry:
+        print(f"{name}: already int8 ({entry['quantized']}); ship it from its run again to quantize anew")
+        return
+    fp32_path = WEIGHTS_DIR / entry["file"]
+    meta = load(fp32_path, detector="haar").meta
+    fp32_acc, _, _ = publictest_accuracy_and_logits(fp32_path, meta)
+    with tempfile.TemporaryDirectory() as tmp:
+        int8_path = quantize(fp32_path, meta, calibration_faces(), Path(tmp) / "int8.onnx", reduce_range=True)
+        int8_acc, logits, labels = publictest_accuracy_and_logits(int8_path, meta)
+        loss = 100 * (fp32_acc - int8_acc)
+        if loss > MAX_LOSS_POINTS:
+            print(f"{name}: int8 not shipped, it loses {loss:.2f} points on {CALIBRATION_SPLIT} (> {MAX_LOSS_POINTS})")
+            return
+        temperature, threshold = fit_calibration(logits, labels)
+        int8 = {"quantization": QUANTIZATION + ", 7-bit weights (reduce_range)", f"{CALIBRATION_SPLIT}_fp32": fp32_acc,
+                f"{CALIBRATION_SPLIT}_int8": int8_acc, "calibration_faces": "512 Training faces, seed 0"}
+        meta = check_meta({**meta, "temperature": temperature, "unsure_threshold": threshold,
+                           "provenance": {**meta["provenance"], "int8": int8}}, name)
+        write_bytes(fp32_path, with_meta(int8_path, meta))
+    entry |= {"sha256": sha256_of(fp32_path), "quantized": int8["quantization"]}
+    print(f"{name}: int8 {CALIBRATION_SPLIT} {int8_acc:.2%} (fp32 {fp32_acc:.2%}) T={temperature:.3f} "
+          f"unsure<{threshold} {fp32_path.stat().st_size / 1e6:.2f} MB")
 
 
 def member_runs(spec: str) -> tuple[list[Path], list[float]]:
@@ -153,6 +192,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "rewrites the report of a shipped model")
     p.add_argument("--flip", action="store_true",
                    help="ensembles average each face with its mirror inside the graph (default: off)")
+    p.add_argument("--int8", nargs="+", default=[], metavar="NAME",
+                   help="ship these models' ONNX graphs in int8 when they lose at most "
+                        f"{MAX_LOSS_POINTS} points on PublicTest (default: none)")
     return p
 
 
@@ -167,7 +209,9 @@ def main(argv: list[str] | None = None) -> None:
             ship_ensemble(name, runs, args.flip, manifest)
         elif runs:
             ship(name, Path(runs), manifest)
-        if runs:
+        if name in args.int8:
+            ship_int8(name, manifest)
+        if runs or name in args.int8:
             write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
         write_report(name, manifest)
         write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")

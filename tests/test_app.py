@@ -505,7 +505,8 @@ def test_the_picker_shows_every_tier_with_its_accuracy_and_time(infer_results, m
     models = read_manifest()["models"]
     assert len(options) == len(models) and options[0].startswith("default — ")
     default = models["default"]["accuracy"]["value"]
-    assert options[0] == f"default — VGG, {100 * default:.1f} % FER2013, 11 ms/face"
+    int8 = " int8" if "quantized" in models["default"] else ""
+    assert options[0] == f"default — VGG{int8}, {100 * default:.1f} % FER2013, 11 ms/face"
     fast = next(o for o in options if o.startswith("fast — "))
     assert fast.endswith(", – ms/face")  # listed, but for another architecture: not this model's time
     assert any(o.startswith("ferplus — ") and " % FER+, " in o for o in options)

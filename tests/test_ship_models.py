@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from types import ModuleType
 
+import onnx
 import pytest
 
 from ferkit.data import load_split
@@ -39,7 +40,9 @@ def run_folder(path: Path, arch: str, seed: int) -> Path:
     return path
 
 
-def test_a_run_and_an_ensemble_ship_with_calibration_report_and_manifest_entry(fer_data, tmp_path, monkeypatch):
+@pytest.fixture
+def shipping(fer_data, tmp_path, monkeypatch):
+    """ship_models.py writing into an empty weights folder, on the first FACES faces of each split."""
     import ferkit.weights as weights
 
     ship = ship_script()
@@ -56,6 +59,13 @@ def test_a_run_and_an_ensemble_ship_with_calibration_report_and_manifest_entry(f
     load_faces, evaluate = ship.load_faces, ship.evaluate_main  # the whole splits in real use
     monkeypatch.setattr(ship, "load_faces", lambda *a: load_faces(*a).subset(slice(FACES)))
     monkeypatch.setattr(ship, "evaluate_main", lambda argv: evaluate([*argv, "--limit", str(FACES)]))
+    calibration = ship.calibration_faces
+    monkeypatch.setattr(ship, "calibration_faces", lambda: calibration(64))
+    return ship, folder
+
+
+def test_a_run_and_an_ensemble_ship_with_calibration_report_and_manifest_entry(shipping, tmp_path):
+    ship, folder = shipping
     runs = [run_folder(tmp_path / "runs" / "a", "fastnet", 0), run_folder(tmp_path / "runs" / "b", "seed_cnn", 1)]
 
     ship.main([f"solo={runs[0]}", f"best={runs[0]},{runs[1]}:3", "--flip"])
@@ -73,3 +83,25 @@ def test_a_run_and_an_ensemble_ship_with_calibration_report_and_manifest_entry(f
     assert recognizer.meta["provenance"]["calibrated_on"].startswith("PublicTest, the merged graph")
     # each member was calibrated on its own PublicTest logits before merging
     assert all(m["temperature"] != 1.0 for m in recognizer.meta["members"])
+
+
+def test_int8_ships_within_the_bar_and_the_float_graph_stays_beyond_it(shipping, tmp_path, monkeypatch):
+    ship, folder = shipping
+    run = run_folder(tmp_path / "runs" / "a", "fastnet", 0)
+    monkeypatch.setattr(ship, "MAX_LOSS_POINTS", -100.0)  # no int8 graph can gain 100 points: refused
+    ship.main([f"kept={run}", "--int8", "kept"])
+    kept = json.loads((folder / "manifest.json").read_text())["models"]["kept"]
+    assert "quantized" not in kept and kept["sha256"] == sha256_of(folder / "kept.onnx")
+    assert "QuantizeLinear" not in {n.op_type for n in onnx.load(str(folder / "kept.onnx")).graph.node}
+
+    monkeypatch.setattr(ship, "MAX_LOSS_POINTS", 100.0)
+    ship.main([f"small={run}", "--int8", "small"])
+    small = json.loads((folder / "manifest.json").read_text())["models"]["small"]
+    assert small["quantized"].startswith("static QDQ") and small["sha256"] == sha256_of(folder / "small.onnx")
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(folder / "small.onnx")).graph.node}
+    assert small["checkpoint_sha256"] == sha256_of(folder / "small.pt")  # the float weights stay for --from
+    recognizer = load("small")
+    assert recognizer.pinned_by == "manifest" and "int8" in recognizer.meta["provenance"]
+    assert (folder / small["report"] / "metrics.json").is_file()
+    ship.main(["small", "--int8", "small"])  # quantizing an int8 graph again is refused, the file untouched
+    assert json.loads((folder / "manifest.json").read_text())["models"]["small"]["sha256"] == small["sha256"]

@@ -33,10 +33,12 @@ class Tier:
     split: str | None
     ms_per_face: float | None
     members: int = 0             # models merged into one graph (ferkit.merge); 0 for a single model
+    int8: bool = False           # the graph is quantized (scripts/ship_models.py --int8)
 
     def architecture(self) -> str:
         title = ARCH_TITLES.get(self.arch, self.arch)
-        return f"{title} of {self.members}" if self.members else title
+        title = f"{title} of {self.members}" if self.members else title
+        return f"{title} int8" if self.int8 else title
 
     def accuracy_text(self) -> str:
         return MISSING if self.accuracy is None else f"{self.accuracy:.1%}".replace("%", " %")
@@ -88,7 +90,8 @@ def tier(name: str, entry: dict, speeds: dict) -> Tier:
     split = accuracy.get("split")
     if split and accuracy.get("tta") not in (None, "none"):
         split += f" ({accuracy['tta']} TTA)"
-    return Tier(name, arch, dataset, accuracy.get("value"), split, ms if timed_as == (arch, members) else None, members)
+    return Tier(name, arch, dataset, accuracy.get("value"), split, ms if timed_as == (arch, members) else None, members,
+                "quantized" in entry)
 
 
 def bundled_tiers(models: dict[str, dict]) -> list[Tier]:
