@@ -2,6 +2,7 @@
 
     python -m benchmarks.bench_int8                      # the bundled default (a few minutes on 2 cores)
     python -m benchmarks.bench_int8 --model fast --calibration-faces 256
+    ferkit export default --out /tmp/default_fp32.onnx && python -m benchmarks.bench_int8 --model /tmp/default_fp32.onnx
 
 Static QDQ quantization (per-channel weights, activations calibrated on faces of the *Training* split, so no
 evaluation split is looked at to build it); the decision to ship is taken on PublicTest (at most 0.3 points
@@ -83,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
 
     fp32_path = resolve_model(args.model)
     meta = session_meta(open_session(fp32_path, 1), str(fp32_path))
+    if "int8" in meta.get("provenance", {}):
+        p.error(f"{fp32_path} is already int8; quantize its float graph: ferkit export {args.model} --out fp32.onnx, "
+                "then --model fp32.onnx")
     train = load_split("Training")
     calib = calibration_faces(args.calibration_faces)
     with tempfile.TemporaryDirectory() as tmp:
