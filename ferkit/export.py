@@ -60,7 +60,11 @@ def onnx_bytes(model: torch.nn.Module, meta: dict, opset: int = OPSET) -> bytes:
             input_names=["input"], output_names=["logits"],
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
         )
-    proto = onnx.load_from_string(buffer.getvalue())
+    return with_meta(onnx.load_from_string(buffer.getvalue()), meta)
+
+
+def with_meta(proto: "onnx.ModelProto", meta: dict) -> bytes:
+    """The checked graph's bytes with ``meta`` as its ``ferkit`` property (and a one-line description)."""
     onnx.helper.set_model_props(proto, {META_PROPERTY: json.dumps(meta, sort_keys=True)})
     proto.doc_string = f"ferkit {meta['name']} ({meta['arch']}): {len(meta['classes'])} classes"
     onnx.checker.check_model(proto)

@@ -9,7 +9,6 @@ on plain onnxruntime like any bundled model.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -19,7 +18,8 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from .data import load_split
-from .infer import META_PROPERTY, open_session
+from .export import with_meta
+from .infer import open_session
 from .preprocess import to_model_input
 
 CALIBRATION_FACES = 512  # Training faces the activation ranges are fitted on
@@ -57,9 +57,6 @@ def quantize(model: Path, meta: dict, faces: np.ndarray, out: Path, reduce_range
     return out
 
 
-def with_meta(model: Path, meta: dict) -> bytes:
-    """The ONNX file's bytes with ``meta`` as its ferkit metadata property (the contract of ferkit.meta)."""
-    proto = onnx.load(str(model))
-    onnx.helper.set_model_props(proto, {META_PROPERTY: json.dumps(meta, sort_keys=True)})
-    onnx.checker.check_model(proto)
-    return proto.SerializeToString()
+def int8_bytes(int8_path: Path, meta: dict) -> bytes:
+    """The quantized graph's bytes carrying ``meta`` (re-calibrated for int8) like any exported model."""
+    return with_meta(onnx.load(str(int8_path)), meta)

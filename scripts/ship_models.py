@@ -46,7 +46,7 @@ from ferkit.fileio import sha256_of, write_bytes, write_text
 from ferkit.infer import load
 from ferkit.merge import Member, ensemble_of, load_members
 from ferkit.meta import ENSEMBLE_ARCH, check_meta
-from ferkit.quantize import MAX_LOSS_POINTS, QUANTIZATION, calibration_faces, quantize, with_meta
+from ferkit.quantize import MAX_LOSS_POINTS, QUANTIZATION, calibration_faces, int8_bytes, quantize
 from ferkit.settings import WEIGHTS_DIR
 
 CALIBRATION_TTA = "none"  # the Recognizer's default
@@ -99,9 +99,11 @@ def ship(name: str, run: Path, manifest: dict) -> None:
           f"max|Δprob|={diff:.1e} {onnx_path.stat().st_size / 1e6:.2f} MB")
 
 
-def publictest_accuracy_and_logits(onnx_path: Path, meta: dict) -> tuple[float, np.ndarray, np.ndarray]:
-    faces = load_faces(CALIBRATION_SPLIT, tuple(meta["classes"]), None)
-    logits = load(onnx_path, detector="haar").logits_faces(faces.images, CALIBRATION_TTA)
+def calibration_split_logits(onnx_path: Path) -> tuple[float, np.ndarray, np.ndarray]:
+    """(accuracy, logits, labels) of an ONNX graph on the calibration split, through the Recognizer as it predicts."""
+    recognizer = load(onnx_path, detector="haar")
+    faces = load_faces(CALIBRATION_SPLIT, tuple(recognizer.meta["classes"]), None)
+    logits = recognizer.logits_faces(faces.images, CALIBRATION_TTA)
     return float((logits.argmax(1) == faces.labels).mean()), logits, faces.labels
 
 
@@ -113,10 +115,10 @@ def ship_int8(name: str, manifest: dict) -> None:
         return
     fp32_path = WEIGHTS_DIR / entry["file"]
     meta = load(fp32_path, detector="haar").meta
-    fp32_acc, _, _ = publictest_accuracy_and_logits(fp32_path, meta)
+    fp32_acc, _, _ = calibration_split_logits(fp32_path)
     with tempfile.TemporaryDirectory() as tmp:
         int8_path = quantize(fp32_path, meta, calibration_faces(), Path(tmp) / "int8.onnx", reduce_range=True)
-        int8_acc, logits, labels = publictest_accuracy_and_logits(int8_path, meta)
+        int8_acc, logits, labels = calibration_split_logits(int8_path)
         loss = 100 * (fp32_acc - int8_acc)
         if loss > MAX_LOSS_POINTS:
             print(f"{name}: int8 not shipped, it loses {loss:.2f} points on {CALIBRATION_SPLIT} (> {MAX_LOSS_POINTS})")
@@ -126,7 +128,7 @@ def ship_int8(name: str, manifest: dict) -> None:
                 f"{CALIBRATION_SPLIT}_int8": int8_acc, "calibration_faces": "512 Training faces, seed 0"}
         meta = check_meta({**meta, "temperature": temperature, "unsure_threshold": threshold,
                            "provenance": {**meta["provenance"], "int8": int8}}, name)
-        write_bytes(fp32_path, with_meta(int8_path, meta))
+        write_bytes(fp32_path, int8_bytes(int8_path, meta))
     entry |= {"sha256": sha256_of(fp32_path), "quantized": int8["quantization"]}
     print(f"{name}: int8 {CALIBRATION_SPLIT} {int8_acc:.2%} (fp32 {fp32_acc:.2%}) T={temperature:.3f} "
           f"unsure<{threshold} {fp32_path.stat().st_size / 1e6:.2f} MB")
@@ -144,10 +146,9 @@ def member_runs(spec: str) -> tuple[list[Path], list[float]]:
 
 def ensemble_calibration(model: torch.nn.Module, meta: dict) -> tuple[float, float]:
     """(temperature, unsure threshold) of the merged graph, fitted on its own PublicTest logits (Recognizer, T = 1)."""
-    faces = load_faces(CALIBRATION_SPLIT, tuple(meta["classes"]), None)
     with tempfile.TemporaryDirectory() as tmp:
-        recognizer = load(export_onnx(model, Path(tmp) / "uncalibrated.onnx", meta), detector="haar")
-        return fit_calibration(recognizer.logits_faces(faces.images, CALIBRATION_TTA), faces.labels)
+        _, logits, labels = calibration_split_logits(export_onnx(model, Path(tmp) / "uncalibrated.onnx", meta))
+        return fit_calibration(logits, labels)
 
 
 def ship_ensemble(name: str, spec: str, flip: bool, manifest: dict) -> None:
