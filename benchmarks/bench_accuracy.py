@@ -29,12 +29,17 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "docs" / "results" / "runs"
 OUT = ROOT / "benchmarks" / "results" / "accuracy.json"
 TTA_MODES = ("none", "flip", "crops")
+BUNDLED = ["default", "fast", "best", "ferplus", "ferplus_fast", "ferplus_best", "seed_cnn"]
 VALIDATION, TEST = "PublicTest", "PrivateTest"
 FAST_ARCHS = ("fastnet", "mobile", "mobile_deep")  # at or under fastnet's CPU cost per face (docs/benchmarks.md)
 # within ~20x fastnet's CPU cost per face, the default tier's bound (resnet18 is 21.8x: docs/benchmarks.md)
 DEFAULT_ARCHS = ("vgg", "seed_cnn", "fastnet_wide", *FAST_ARCHS)
 BEST_ARCHS, BEST_TTA, BEST_MEMBERS = ("vgg", "resnet18"), "flip", 2  # the shipped `best` graph: its pool and size cap
-LADDER_PREFIX = "g"  # the runs of scripts/gpu/ladder.sh: g1_* (generation 1), g2_* (students)
+# in int8 (scripts/ship_models.py --int8), resnet18 is within that bound too (docs/benchmarks.md)
+INT8_DEFAULT_ARCHS = (*DEFAULT_ARCHS, "resnet18")
+# each dataset's classes and the prefix of its runs of scripts/gpu/ladder.sh: g1_*, g2_*, ... on FER2013,
+# fpg1_*, fpg2_* on FER+ (DATASET=ferplus)
+LADDERS = {"fer2013": (7, "g"), "ferplus": (8, "fpg")}
 
 
 def load_runs() -> dict[str, dict[str, np.ndarray]]:
@@ -110,6 +115,29 @@ def capped_ensemble(runs: dict, n_classes: int, prefix: str, archs: tuple[str, .
                for s in (VALIDATION, TEST)}}
 
 
+def tier_choices(runs: dict, rows: list[dict], n_classes: int, prefix: str) -> dict:
+    """What each tier would ship, chosen on PublicTest among the saved runs of one dataset (``prefix``: its ladder)."""
+    return {"best_single": best_single(rows, n_classes), "best_ensemble": best_ensemble(runs, n_classes),
+            "best_single_view": best_single(rows, n_classes, tta="none"),
+            "best_fast_single_view": best_single(rows, n_classes, tta="none", archs=FAST_ARCHS),
+            "best_default_single_view": best_single(rows, n_classes, tta="none", archs=DEFAULT_ARCHS),
+            "best_default_single_view_int8": best_single(rows, n_classes, tta="none", archs=INT8_DEFAULT_ARCHS),
+            "best_tier": capped_ensemble(runs, n_classes, prefix, BEST_ARCHS, BEST_TTA, BEST_MEMBERS),
+            "ladder_ensemble": best_ensemble(runs, n_classes, prefix=prefix)}
+
+
+def print_tier_choices(dataset: str, choices: dict) -> None:
+    for key in ("best_single_view", "best_default_single_view", "best_default_single_view_int8",
+                "best_fast_single_view"):
+        r = choices[key]
+        test = "saved no PrivateTest logits: see the bundled re-scoring" if r[TEST] is None else f"{r[TEST]:.2%}"
+        print(f"\n{dataset} {key} (chosen on {VALIDATION}): {r['run']} ({r['arch']}) -> {TEST} {test}")
+    for key in ("best_tier", "ladder_ensemble"):
+        ens = choices[key]
+        print(f"{dataset} {key} (chosen on {VALIDATION}): tta={ens['tta']} {ens['members']} "
+              f"-> {VALIDATION} {ens[VALIDATION]:.2%}, {TEST} {ens[TEST]:.2%}")
+
+
 def onnx_table(models: list[str], modes: list[str]) -> list[dict]:
     import ferkit
     from ferkit.data import load_ferplus_split, load_split
@@ -144,8 +172,8 @@ def markdown(rows: list[dict], keys: list[str]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--no-onnx", action="store_true", help="skip re-scoring the bundled ONNX models (default: re-score)")
-    p.add_argument("--models", nargs="+", default=["default", "fast", "best", "ferplus", "seed_cnn"],
-                   help="bundled models to re-score (default: default fast best ferplus seed_cnn; a graph that "
+    p.add_argument("--models", nargs="+", default=BUNDLED,
+                   help=f"bundled models to re-score (default: {' '.join(BUNDLED)}; a graph that "
                         "averages views itself only without TTA)")
     p.add_argument("--tta", nargs="+", default=["none", "flip", "crops"], choices=TTA_MODES,
                    help="TTA modes of the re-scoring (default: none flip crops)")
@@ -156,24 +184,13 @@ def main() -> None:
     result = {
         "date": date.today().isoformat(), "machine": platform.processor() or platform.machine(),
         "runs": rows,
-        "fer2013": {"best_single": best_single(rows, 7), "best_ensemble": best_ensemble(runs, 7),
-                    "best_single_view": best_single(rows, 7, tta="none"),
-                    "best_fast_single_view": best_single(rows, 7, tta="none", archs=FAST_ARCHS),
-                    "best_default_single_view": best_single(rows, 7, tta="none", archs=DEFAULT_ARCHS),
-                    "best_tier": capped_ensemble(runs, 7, LADDER_PREFIX, BEST_ARCHS, BEST_TTA, BEST_MEMBERS),
-                    "ladder_ensemble": best_ensemble(runs, 7, prefix=LADDER_PREFIX)},
-        "ferplus": {"best_single": best_single(rows, 8), "best_ensemble": best_ensemble(runs, 8)},
+        **{dataset: tier_choices(runs, rows, n_classes, prefix)
+           for dataset, (n_classes, prefix) in LADDERS.items()},
     }
     print("## GPU runs (saved logits)\n" + markdown(rows, ["run", "arch", "classes", "tta", VALIDATION, TEST]))
-    for key in ("best_single_view", "best_default_single_view", "best_fast_single_view"):
-        r = result["fer2013"][key]
-        test = "saved no PrivateTest logits: see the bundled re-scoring" if r[TEST] is None else f"{r[TEST]:.2%}"
-        print(f"\nfer2013 {key} (chosen on {VALIDATION}): {r['run']} ({r['arch']}) -> {TEST} {test}")
-    for key in ("best_tier", "ladder_ensemble"):
-        ens = result["fer2013"][key]
-        print(f"fer2013 {key} (chosen on {VALIDATION}): tta={ens['tta']} {ens['members']} "
-              f"-> {VALIDATION} {ens[VALIDATION]:.2%}, {TEST} {ens[TEST]:.2%}")
-    for dataset in ("fer2013", "ferplus"):
+    for dataset in LADDERS:
+        print_tier_choices(dataset, result[dataset])
+    for dataset in LADDERS:
         single, ens = result[dataset]["best_single"], result[dataset]["best_ensemble"]
         print(f"\n{dataset}: best single (chosen on {VALIDATION}): {single['run']} tta={single['tta']} "
               f"-> {TEST} {single[TEST]:.2%}")

@@ -13,8 +13,8 @@ In one run, for each model:
       with each detector, 1 thread (ONNX Runtime and OpenCV).
 
 A bundled name (``default``, ``fast``, ...) is the shipped ONNX file; an architecture name is exported
-with random weights on the fly. The tiers' cost bounds (issue 12) are ratios to the ``fastnet``
-architecture timed in the same run: ``default`` at most 20x, ``fast`` at most 1x; an ensemble's cost (one
+with random weights on the fly. The tiers' cost bounds (issues 12 and 17) are ratios to the ``fastnet``
+architecture timed in the same run: ``default`` and ``ferplus`` at most 20x, ``fast`` and ``ferplus_fast`` at most 1x; an ensemble's cost (one
 graph of several members, ferkit.merge) is stated as the same ratio, without a bound. Timings do not depend
 on weight values, so PyTorch runs the architecture named in the model's metadata with random weights (an
 ensemble: its members' architectures, merged the same way).
@@ -55,7 +55,7 @@ BATCHES = (64, 256)
 THROUGHPUT_THREADS = 2
 E2E_DETECTORS = ("yunet", "haar")
 # The tiers' cost per face relative to the fastnet architecture, timed in the same run (issue 12).
-TIER_COST_BOUND = {"default": 20.0, "fast": 1.0}
+TIER_COST_BOUND = {"default": 20.0, "fast": 1.0, "ferplus": 20.0, "ferplus_fast": 1.0}
 
 
 @dataclass(frozen=True)
@@ -101,12 +101,20 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_has_vnni() -> bool | None:
+    """Whether this CPU has VNNI (int8 dot products without saturation); None where /proc/cpuinfo is not there."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
 def machine_info() -> dict:
     return {
         "cpu": cpu_model(), "logical_cpus": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
         "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()], "platform": platform.platform(),
         "python": platform.python_version(), "onnxruntime": ort.__version__, "torch": torch.__version__,
-        "opencv": cv2.__version__, "numpy": np.__version__,
+        "opencv": cv2.__version__, "numpy": np.__version__, "cpu_has_vnni": cpu_has_vnni(),
     }
 
 
@@ -270,8 +278,9 @@ def end_to_end_table(models: list[dict]) -> list[str]:
 
 
 def targets_line(r: dict, reference: dict | None) -> str:
-    """The tiers' targets (issue 12): ``default`` at most ~20x the fastnet architecture's cost per face, ``fast`` at
-    most 1x, both measured in this run; an ensemble's cost as the same ratio, unbounded; plus the photo path."""
+    """The tiers' targets (issues 12, 17): ``default``/``ferplus`` at most ~20x the fastnet architecture's cost per face,
+    ``fast``/``ferplus_fast`` at most 1x, measured in this run; an ensemble's cost as the same ratio, unbounded;
+    plus the photo path."""
     face_ms = r["latency"]["onnxruntime"]["median_ms"]
     e2e = r["end_to_end"]["yunet"]["median_ms"]
     bound = TIER_COST_BOUND.get(r["name"])
@@ -288,7 +297,8 @@ def markdown(report: dict) -> str:
     m, models = report["machine"], report["models"]
     lines = [f"Machine: {m['cpu']}, {m['usable_cpus']} usable CPUs, 1-min load average "
              f"{m['load_average_1_5_15'][0]} at start and {m['load_average_at_end'][0]} at the end; "
-             f"onnxruntime {m['onnxruntime']}, torch {m['torch']}, OpenCV {m['opencv']}. "
+             f"onnxruntime {m['onnxruntime']}, torch {m['torch']}, OpenCV {m['opencv']}; "
+             f"VNNI (fast int8): {m.get('cpu_has_vnni', '?')}. "
              f"Repetitions: {'--quick' if report['quick'] else 'full'}.", ""]
     lines += latency_table(models) + [""] + throughput_table(models) + [""] + end_to_end_table(models)
     fastnet = next((r for r in models if r["name"] == "fastnet"), None)

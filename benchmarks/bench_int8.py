@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bench_infer import machine_info
+from benchmarks.bench_infer import cpu_has_vnni, machine_info
 from ferkit.data import load_split
 from ferkit.fileio import write_text
 from ferkit.infer import open_session, session_meta
@@ -31,14 +31,6 @@ from ferkit.preprocess import to_model_input
 ROOT = Path(__file__).resolve().parent
 BATCH = 64
 
-
-def cpu_has_vnni() -> bool | None:
-    """Whether this CPU has VNNI (int8 dot products without saturation); None where /proc/cpuinfo is not there."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    return "avx512_vnni" in flags or "avx_vnni" in flags
 
 
 def accuracy(session, meta: dict, faces: np.ndarray, labels: np.ndarray) -> float:

@@ -139,7 +139,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
                    help="a .pt checkpoint written by ferkit train, its run folder, or a bundled model's name "
-                        "('default', 'fast', 'ferplus', 'seed_cnn'); several: one graph of their ensemble, the "
+                        "('default', 'fast', 'ferplus', 'ferplus_fast', 'seed_cnn'); several: one graph of their ensemble, the "
                         "weighted mean of their calibrated probabilities. Read with weights_only=True, so a crafted "
                         "file cannot run code")
     p.add_argument("--out", required=True,

@@ -1,4 +1,5 @@
-"""Smoke test of the inference benchmark: the script runs end to end with a few repetitions."""
+"""The benchmarks: the inference benchmark end to end with a few repetitions, and how the accuracy benchmark
+chooses each tier."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 
@@ -54,3 +56,32 @@ def test_bench_infer_times_an_ensemble_as_its_members_merged():
     assert bench_infer.targets_line(timed, reference) == (
         "Cost of best (ensemble): one face 4.000 ms (2 members, in-graph TTA flip) = 8.00x fastnet's; "
         "photo end to end with yunet 9.0 ms.")
+
+
+def fake_run(arch: str, n_classes: int, right: dict[str, float], seed: int) -> dict:
+    """Saved logits of a run that is right on the given share of each split's faces (single view and flip)."""
+    rng = np.random.default_rng(seed)
+    run = {"arch": arch, "classes": np.array([f"c{i}" for i in range(n_classes)])}
+    for split, share in right.items():
+        labels = rng.integers(0, n_classes, 400)
+        logits = rng.normal(size=(400, n_classes))
+        hits = rng.random(400) < share
+        logits[np.arange(400)[hits], labels[hits]] += 10
+        run[f"{split}_labels"] = labels
+        run[f"{split}_logits_none"] = run[f"{split}_logits_flip"] = logits
+    return run
+
+
+def test_tier_choices_pick_on_publictest_and_let_resnet18_in_only_as_int8():
+    from benchmarks.bench_accuracy import run_table, tier_choices
+
+    runs = {"fpg1_resnet": fake_run("resnet18", 8, {"PublicTest": 0.9, "PrivateTest": 0.6}, 0),
+            "fpg1_vgg": fake_run("vgg", 8, {"PublicTest": 0.8, "PrivateTest": 0.9}, 1),
+            "fpg2_mobile": fake_run("mobile", 8, {"PublicTest": 0.7, "PrivateTest": 0.7}, 2),
+            "g1_vgg": fake_run("vgg", 7, {"PublicTest": 0.95, "PrivateTest": 0.95}, 3)}  # another dataset
+    choices = tier_choices(runs, run_table(runs), 8, "fpg")
+    assert choices["best_single_view"]["run"] == "fpg1_resnet"  # chosen on PublicTest, not on PrivateTest
+    assert choices["best_default_single_view"]["run"] == "fpg1_vgg"  # fp32 ResNet-18 is over the bound
+    assert choices["best_default_single_view_int8"]["run"] == "fpg1_resnet"
+    assert choices["best_fast_single_view"]["run"] == "fpg2_mobile"
+    assert set(choices["best_tier"]["members"]) <= {"fpg1_resnet", "fpg1_vgg"}  # VGG and ResNet-18 of this ladder

@@ -17,8 +17,9 @@ PHOTOS = ROOT.parent / "shared" / "data" / "photos"
 APP = ROOT / "ferkit" / "app" / "main.py"
 
 
-def test_ferplus_loads_with_its_eight_classes():
-    recognizer = ferkit.load("ferplus")
+@pytest.mark.parametrize("name", ["ferplus", "ferplus_fast", "ferplus_best"])
+def test_every_ferplus_tier_loads_with_its_eight_classes(name):
+    recognizer = ferkit.load(name)
     assert tuple(recognizer.classes) == FERPLUS_EMOTIONS
     faces = recognizer.predict(PHOTOS / "single_happy_astronaut.jpg")
     assert len(faces) == 1

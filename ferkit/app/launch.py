@@ -31,7 +31,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--address", default="localhost",
                         help="address to listen on (default: localhost; 0.0.0.0 to serve the network)")
     parser.add_argument("--model", default=None, metavar="NAME|PATH",
-                        help=f"model the app starts with: a bundled name (default, ferplus) or an .onnx path "
+                        help=f"model the app starts with: a bundled name (default, fast, best, ferplus, ferplus_fast, ferplus_best, seed_cnn) or an .onnx path "
                              f"(default: ${MODEL_ENV} if set, else the bundled default)")
     parser.add_argument("--headless", action="store_true", help="do not open a browser tab (default: off)")
     return parser

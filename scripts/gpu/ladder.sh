@@ -15,6 +15,9 @@
 #   PREFIX=g5 SEED=40 bash scripts/gpu/ladder.sh mixed TEACHER.npz
 #                                                # both tiers in one call: 4 big students (3 VGG, ResNet-18), their
 #                                                # ensemble -> teacher.npz, and 2 CPU-sized ones (mobile, mobile_deep)
+#   PREFIX=g8 SEED=90 T=260 bash scripts/gpu/ladder.sh resnets TEACHER.npz
+#                                                # 3 ResNet-18 students (the int8 default's candidates), for the
+#                                                # few minutes left of a session's GPU time
 #
 # T (seconds, default 520) is each run's --time-limit; the runs share the GPU, so the epochs follow.
 # SPEED: options for every run (default: none, as the committed runs were made). SPEED="--compile --compile-mode
@@ -25,7 +28,7 @@
 # stages a PREFIX of their own too, e.g. DATASET=ferplus PREFIX=fpg2 ... students .gpudata/teacher_fpg1.npz
 # Ensembles and reports are then made on the CPU from the logits (python -m benchmarks.bench_accuracy).
 set -u
-STAGE=${1:?usage: ladder.sh gen1 | gen2 TEACHER.npz | students TEACHER.npz | small TEACHER.npz | mixed TEACHER.npz}
+STAGE=${1:?usage: ladder.sh gen1 | gen2 TEACHER.npz | students TEACHER.npz | small TEACHER.npz | mixed TEACHER.npz | resnets TEACHER.npz}
 T=${T:-520}
 PREFIX=${PREFIX:-g4}
 SEED=${SEED:-30}
@@ -95,6 +98,14 @@ elif [ "$STAGE" = small ]; then
   wait_all
   grep -h "^summary\|time limit" $RUNS/*.log
   rm $RUNS/teacher_in.npz
+elif [ "$STAGE" = resnets ]; then
+  teacher_in "${2:-}"
+  for i in 0 1 2; do
+    job ${PREFIX}_resnet_$i $((T + 40)) --arch resnet18 --epochs 250 --time-limit $T --seed $((SEED + i)) $KD --distill-weight 0.5 --distill-temp 1
+  done
+  wait_all
+  grep -h "^summary\|time limit" $RUNS/*.log
+  rm $RUNS/teacher_in.npz
 elif [ "$STAGE" = mixed ]; then
   teacher_in "${2:-}"
   job ${PREFIX}_vgg_a $((T + 40)) --arch vgg --epochs 250 --time-limit $T --seed $SEED $KD --distill-weight 0.5 --distill-temp 1
@@ -108,7 +119,7 @@ elif [ "$STAGE" = mixed ]; then
   teacher_out "${PREFIX}_[vr]*"
   rm $RUNS/teacher_in.npz
 else
-  echo "unknown stage $STAGE: gen1, gen2, students, small or mixed" >&2
+  echo "unknown stage $STAGE: gen1, gen2, students, small, mixed or resnets" >&2
   exit 2
 fi
 for d in $RUNS/*/; do echo "$GPU_CALL" > "$d/gpu_call.txt"; done
