@@ -24,12 +24,12 @@ from ferkit.calibration import fit_temperature, softmax
 from ferkit.evaluate import choose_ensemble_weights, ensemble_probs
 from ferkit.fileio import write_text
 from ferkit.labels import FERPLUS_EMOTIONS
+from ferkit.weights import read_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = ROOT / "docs" / "results" / "runs"
 OUT = ROOT / "benchmarks" / "results" / "accuracy.json"
 TTA_MODES = ("none", "flip", "crops")
-BUNDLED = ["default", "fast", "best", "ferplus", "ferplus_fast", "ferplus_best", "seed_cnn"]
 VALIDATION, TEST = "PublicTest", "PrivateTest"
 FAST_ARCHS = ("fastnet", "mobile", "mobile_deep")  # at or under fastnet's CPU cost per face (docs/benchmarks.md)
 # within ~20x fastnet's CPU cost per face, the default tier's bound (resnet18 is 21.8x: docs/benchmarks.md)
@@ -172,8 +172,9 @@ def markdown(rows: list[dict], keys: list[str]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--no-onnx", action="store_true", help="skip re-scoring the bundled ONNX models (default: re-score)")
-    p.add_argument("--models", nargs="+", default=BUNDLED,
-                   help=f"bundled models to re-score (default: {' '.join(BUNDLED)}; a graph that "
+    bundled = list(read_manifest()["models"])
+    p.add_argument("--models", nargs="+", default=bundled,
+                   help=f"bundled models to re-score (default: every one, {' '.join(bundled)}; a graph that "
                         "averages views itself only without TTA)")
     p.add_argument("--tta", nargs="+", default=["none", "flip", "crops"], choices=TTA_MODES,
                    help="TTA modes of the re-scoring (default: none flip crops)")

@@ -32,7 +32,6 @@ ROOT = Path(__file__).resolve().parent
 BATCH = 64
 
 
-
 def accuracy(session, meta: dict, faces: np.ndarray, labels: np.ndarray) -> float:
     name = session.get_inputs()[0].name
     logits = np.concatenate([session.run(None, {name: to_model_input(faces[i:i + 256], meta)})[0]

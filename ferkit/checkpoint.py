@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .errors import ModelError
-from .weights import check_sha256, read_manifest
+from .weights import bundled_checkpoints, check_sha256, read_manifest
 from .fileio import atomic_path
 from .meta import check_meta
 from .models import create_model
@@ -42,7 +42,7 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
     entry = read_manifest().get("models", {}).get(name, {})
     path = WEIGHTS_DIR / entry.get("checkpoint", f"{name}.pt")
     if not path.is_file():
-        bundled = sorted({p.stem for p in WEIGHTS_DIR.glob("*.pt")})
+        bundled = bundled_checkpoints()
         raise ModelError(f"no bundled checkpoint named {name!r} ({path} not found; bundled: "
                          f"{', '.join(bundled) or 'none'}); pass the path of a .pt file written by ferkit train")
     if "checkpoint_sha256" in entry:

@@ -42,7 +42,7 @@ from .infer import META_PROPERTY, open_session
 from .labels import SPLITS
 from .meta import ENSEMBLE_ARCH, check_meta, default_meta  # noqa: F401
 from .preprocess import to_model_input
-from .weights import sidecar_path
+from .weights import bundled_checkpoints, sidecar_path
 
 MAX_PROB_DIFF = 1e-4   # max |softmax(PyTorch) - softmax(ONNX Runtime)| an export may show
 RANDOM_FACES = 256     # faces to verify on when the FER2013 split is not on this machine
@@ -139,7 +139,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
                    help="a .pt checkpoint written by ferkit train, its run folder, or a bundled model's name "
-                        "('default', 'fast', 'ferplus', 'ferplus_fast', 'seed_cnn'); several: one graph of their ensemble, the "
+                        f"({', '.join(bundled_checkpoints())}); several: one graph of their ensemble, the "
                         "weighted mean of their calibrated probabilities. Read with weights_only=True, so a crafted "
                         "file cannot run code")
     p.add_argument("--out", required=True,

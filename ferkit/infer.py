@@ -208,7 +208,7 @@ class Recognizer:
 def load(model: str | os.PathLike | None = None, *, detector: str = "auto", unsure_threshold: float | None = None,
          threads: int | None = None, batch_size: int = BATCH_SIZE, sha256: str | None = None) -> Recognizer:
     """A ready Recognizer. ``model``: None or "default" (bundled FER2013 model), another bundled name
-    ("fast", "best", "ferplus", "ferplus_fast", "ferplus_best", "seed_cnn": the manifest's), or a .onnx path.
+    (the manifest's; ``ferkit predict --help`` lists them), or a .onnx path.
 
     The file's SHA-256 is checked first (against the manifest for bundled models, against
     ``<file>.sha256`` for others when it exists, and against ``sha256`` when given); ModelError

@@ -123,6 +123,11 @@ def model_choices() -> str:
                      for name, entry in models.items())
 
 
+def bundled_checkpoints() -> list[str]:
+    """The bundled models that ship a ``.pt`` checkpoint (a start for ``ferkit train --from``, ``ferkit export``)."""
+    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.pt"))
+
+
 def model_file(model: str | os.PathLike | None, sha256: str | None = None) -> ModelFile:
     """The checked file of a bundled model name, a user's .onnx, or a run folder / .pt checkpoint (exported once).
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..weights import model_choices
 from . import MAX_UPLOAD_MB, MODEL_ENV
 
 APP_FILE = Path(__file__).resolve().parent / "main.py"
@@ -31,7 +32,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--address", default="localhost",
                         help="address to listen on (default: localhost; 0.0.0.0 to serve the network)")
     parser.add_argument("--model", default=None, metavar="NAME|PATH",
-                        help=f"model the app starts with: a bundled name (default, fast, best, ferplus, ferplus_fast, ferplus_best, seed_cnn) or an .onnx path "
+                        help=f"model the app starts with: a bundled name ({model_choices()}) or an .onnx path "
                              f"(default: ${MODEL_ENV} if set, else the bundled default)")
     parser.add_argument("--headless", action="store_true", help="do not open a browser tab (default: off)")
     return parser

@@ -15,7 +15,7 @@
 #   PREFIX=g5 SEED=40 bash scripts/gpu/ladder.sh mixed TEACHER.npz
 #                                                # both tiers in one call: 4 big students (3 VGG, ResNet-18), their
 #                                                # ensemble -> teacher.npz, and 2 CPU-sized ones (mobile, mobile_deep)
-#   PREFIX=g8 SEED=90 T=260 bash scripts/gpu/ladder.sh resnets TEACHER.npz
+#   PREFIX=g8 SEED=90 T=250 bash scripts/gpu/ladder.sh resnets TEACHER.npz
 #                                                # 3 ResNet-18 students (the int8 default's candidates), for the
 #                                                # few minutes left of a session's GPU time
 #
