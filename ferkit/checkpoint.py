@@ -42,7 +42,7 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
     entry = read_manifest().get("models", {}).get(name, {})
     path = WEIGHTS_DIR / entry.get("checkpoint", f"{name}.pt")
     if not path.is_file():
-        bundled = bundled_checkpoints()
+        bundled = bundled_checkpoints(WEIGHTS_DIR)  # the folder looked in above
         raise ModelError(f"no bundled checkpoint named {name!r} ({path} not found; bundled: "
                          f"{', '.join(bundled) or 'none'}); pass the path of a .pt file written by ferkit train")
     if "checkpoint_sha256" in entry:

@@ -123,9 +123,10 @@ def model_choices() -> str:
                      for name, entry in models.items())
 
 
-def bundled_checkpoints() -> list[str]:
-    """The bundled models that ship a ``.pt`` checkpoint (a start for ``ferkit train --from``, ``ferkit export``)."""
-    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.pt"))
+def bundled_checkpoints(folder: Path | None = None) -> list[str]:
+    """The bundled models that ship a ``.pt`` checkpoint (a start for ``ferkit train --from``, ``ferkit export``),
+    in ``folder`` (default: the package's weights)."""
+    return sorted(p.stem for p in (folder or WEIGHTS_DIR).glob("*.pt"))
 
 
 def model_file(model: str | os.PathLike | None, sha256: str | None = None) -> ModelFile:
