@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import itertools
 import platform
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -34,13 +36,28 @@ VALIDATION, TEST = "PublicTest", "PrivateTest"
 FAST_ARCHS = ("fastnet", "mobile", "mobile_deep")  # at or under fastnet's CPU cost per face (docs/benchmarks.md)
 # within ~20x fastnet's CPU cost per face, the default tier's bound (resnet18 is 21.8x: docs/benchmarks.md)
 DEFAULT_ARCHS = ("vgg", "seed_cnn", "fastnet_wide", *FAST_ARCHS)
-BEST_ARCHS, BEST_TTA, BEST_MEMBERS = ("vgg", "resnet18"), "flip", 2  # the shipped `best` graph: its pool and size cap
-# in int8 (scripts/ship_models.py --int8), resnet18 is within that bound too (docs/benchmarks.md)
+# in int8 (scripts/ship_models.py --int8): resnet18 (11.3x) is within the default's bound too, fastnet_wide (0.7x)
+# within the fast tier's, and so is a single-view graph of two int8 VGGs (2 x 7.1x) or of a VGG and a ResNet-18
+# (18.4x); two ResNet-18s (22.7x) are not (docs/benchmarks.md, on a CPU without VNNI)
 INT8_DEFAULT_ARCHS = (*DEFAULT_ARCHS, "resnet18")
-# each dataset's classes and the prefix of its runs of scripts/gpu/ladder.sh: g1_*, g2_*, ... on FER2013,
-# fpg1_*, fpg2_* on FER+ (DATASET=ferplus)
-LADDERS = {"fer2013": (7, "g"), "ferplus": (8, "fpg")}
+INT8_FAST_ARCHS = (*FAST_ARCHS, "fastnet_wide")
+INT8_DEFAULT_PAIRS = {("vgg", "vgg"), ("resnet18", "vgg")}
+BEST_ARCHS, BEST_TTA = ("vgg", "resnet18"), "flip"  # the pool of the shipped `best` graphs and their in-graph TTA
 
+
+@dataclass(frozen=True)
+class Ladder:
+    """One dataset's runs of scripts/gpu/ladder.sh and how its tiers are chosen among them."""
+
+    n_classes: int
+    prefix: str                # its runs: g1_*, g2_*, ... on FER2013; fpg1_*, fpg2_* on FER+ (DATASET=ferplus)
+    shippable: tuple[str, ...]  # name prefixes of the runs whose weights were on disk when its tiers were shipped
+    best_members: int          # the size cap of its `best` graph
+
+
+# FER2013's tiers were last shipped on 3 December from the int8 stage's runs (the older runs' weights had gone
+# with an earlier checkout: runs/ is not committed); FER+'s on 3 December too, from every fpg run
+LADDERS = {"fer2013": Ladder(7, "g", ("g9_", "g10_", "g11_"), 4), "ferplus": Ladder(8, "fpg", ("fpg",), 2)}
 
 def load_runs() -> dict[str, dict[str, np.ndarray]]:
     """Each run's saved logits, plus its architecture (from args.json) under ``arch``."""
@@ -76,6 +93,12 @@ def best_single(rows: list[dict], n_classes: int, tta: str | None = None, archs:
                 and (archs is None or r["arch"] in archs)), key=lambda r: r[VALIDATION])
 
 
+def calibrated_probs(runs: dict, names: list[str], tta: str) -> dict[str, list[np.ndarray]]:
+    """Each split's probabilities of the runs, each at its temperature fitted on PublicTest."""
+    temps = {n: fit_temperature(runs[n][f"{VALIDATION}_logits_{tta}"], runs[n][f"{VALIDATION}_labels"]) for n in names}
+    return {s: [softmax(runs[n][f"{s}_logits_{tta}"], temps[n]) for n in names] for s in (VALIDATION, TEST)}
+
+
 def best_ensemble(runs: dict, n_classes: int, prefix: str = "") -> dict:
     """Per TTA mode: members' temperatures and weights fitted on PublicTest; the mode is chosen on PublicTest too.
 
@@ -88,10 +111,8 @@ def best_ensemble(runs: dict, n_classes: int, prefix: str = "") -> dict:
         if len(members) < 2:
             continue
         names = sorted(members)
-        temps = [fit_temperature(members[n][f"{VALIDATION}_logits_{tta}"], members[n][f"{VALIDATION}_labels"])
-                 for n in names]
-        val = [softmax(members[n][f"{VALIDATION}_logits_{tta}"], t) for n, t in zip(names, temps)]
-        test = [softmax(members[n][f"{TEST}_logits_{tta}"], t) for n, t in zip(names, temps)]
+        probs = calibrated_probs(members, names, tta)
+        val, test = probs[VALIDATION], probs[TEST]
         val_labels, test_labels = members[names[0]][f"{VALIDATION}_labels"], members[names[0]][f"{TEST}_labels"]
         weights = choose_ensemble_weights(val, val_labels)
         results.append({
@@ -107,36 +128,63 @@ def capped_ensemble(runs: dict, n_classes: int, prefix: str, archs: tuple[str, .
     1/picks) among the runs of some architectures: how the shipped ``best`` graph's members were chosen."""
     names = sorted(n for n, z in runs.items() if n.startswith(prefix) and str(z["arch"]) in archs
                    and len(z["classes"]) == n_classes and f"{TEST}_logits_{tta}" in z)
-    temps = {n: fit_temperature(runs[n][f"{VALIDATION}_logits_{tta}"], runs[n][f"{VALIDATION}_labels"]) for n in names}
-    probs = {s: [softmax(runs[n][f"{s}_logits_{tta}"], temps[n]) for n in names] for s in (VALIDATION, TEST)}
+    probs = calibrated_probs(runs, names, tta)
     weights = choose_ensemble_weights(probs[VALIDATION], runs[names[0]][f"{VALIDATION}_labels"], step=1 / picks)
     return {"tta": tta, "members": {n: float(w) for n, w in zip(names, weights) if w > 0},
             **{s: float((ensemble_probs(probs[s], weights).argmax(1) == runs[names[0]][f"{s}_labels"]).mean())
                for s in (VALIDATION, TEST)}}
 
 
-def tier_choices(runs: dict, rows: list[dict], n_classes: int, prefix: str) -> dict:
-    """What each tier would ship, chosen on PublicTest among the saved runs of one dataset (``prefix``: its ladder)."""
-    return {"best_single": best_single(rows, n_classes), "best_ensemble": best_ensemble(runs, n_classes),
-            "best_single_view": best_single(rows, n_classes, tta="none"),
-            "best_fast_single_view": best_single(rows, n_classes, tta="none", archs=FAST_ARCHS),
-            "best_default_single_view": best_single(rows, n_classes, tta="none", archs=DEFAULT_ARCHS),
-            "best_default_single_view_int8": best_single(rows, n_classes, tta="none", archs=INT8_DEFAULT_ARCHS),
-            "best_tier": capped_ensemble(runs, n_classes, prefix, BEST_ARCHS, BEST_TTA, BEST_MEMBERS),
-            "ladder_ensemble": best_ensemble(runs, n_classes, prefix=prefix)}
+def calibrated_probs(runs: dict, names: list[str], tta: str) -> dict[str, list[np.ndarray]]:
+    """Each split's probabilities of the runs, each at its temperature fitted on PublicTest."""
+    temps = {n: fit_temperature(runs[n][f"{VALIDATION}_logits_{tta}"], runs[n][f"{VALIDATION}_labels"]) for n in names}
+    return {s: [softmax(runs[n][f"{s}_logits_{tta}"], temps[n]) for n in names] for s in (VALIDATION, TEST)}
 
+
+def default_tier(runs: dict, n_classes: int) -> dict:
+    """The most accurate single-view graph on PublicTest within the default's cost bound in int8: one run, or two
+    runs' mean calibrated probabilities (INT8_DEFAULT_PAIRS); ties go to fewer members, then to name order."""
+    names = sorted(n for n, z in runs.items() if str(z["arch"]) in INT8_DEFAULT_ARCHS
+                   and len(z["classes"]) == n_classes and f"{TEST}_logits_none" in z)
+    probs = calibrated_probs(runs, names, "none")
+    labels = {s: runs[names[0]][f"{s}_labels"] for s in (VALIDATION, TEST)}
+    pairs = [c for c in itertools.combinations(range(len(names)), 2)
+             if tuple(sorted(str(runs[names[i]]["arch"]) for i in c)) in INT8_DEFAULT_PAIRS]
+    candidates = [(i,) for i in range(len(names))] + pairs
+
+    def score(members: tuple[int, ...], split: str) -> float:
+        return float((sum(probs[split][i] for i in members).argmax(1) == labels[split]).mean())
+
+    chosen = max(candidates, key=lambda c: (score(c, VALIDATION), -len(c)))
+    return {"tta": "none", "members": [names[i] for i in chosen], **{s: score(chosen, s) for s in (VALIDATION, TEST)}}
+
+
+def tier_choices(runs: dict, rows: list[dict], ladder: Ladder) -> dict:
+    """What each tier would ship, chosen on PublicTest: the first keys among every saved run of the dataset (its
+    number of classes), the tiers' own (``*_tier``) among the ladder's runs that could be shipped."""
+    n = ladder.n_classes
+    pool = {name: z for name, z in runs.items() if name.startswith(ladder.shippable)}
+    pool_rows = [r for r in rows if r["run"] in pool]
+    return {"best_single": best_single(rows, n), "best_ensemble": best_ensemble(runs, n),
+            "best_single_view": best_single(rows, n, tta="none"),
+            "best_fast_single_view": best_single(rows, n, tta="none", archs=FAST_ARCHS),
+            "best_default_single_view": best_single(rows, n, tta="none", archs=DEFAULT_ARCHS),
+            "best_default_single_view_int8": best_single(rows, n, tta="none", archs=INT8_DEFAULT_ARCHS),
+            "ladder_ensemble": best_ensemble(runs, n, prefix=ladder.prefix),
+            "default_tier": default_tier(pool, n),
+            "fast_tier": best_single(pool_rows, n, tta="none", archs=INT8_FAST_ARCHS),
+            "best_tier": capped_ensemble(pool, n, ladder.prefix, BEST_ARCHS, BEST_TTA, ladder.best_members)}
 
 def print_tier_choices(dataset: str, choices: dict) -> None:
     for key in ("best_single_view", "best_default_single_view", "best_default_single_view_int8",
-                "best_fast_single_view"):
+                "best_fast_single_view", "fast_tier"):
         r = choices[key]
         test = "saved no PrivateTest logits: see the bundled re-scoring" if r[TEST] is None else f"{r[TEST]:.2%}"
         print(f"\n{dataset} {key} (chosen on {VALIDATION}): {r['run']} ({r['arch']}) -> {TEST} {test}")
-    for key in ("best_tier", "ladder_ensemble"):
+    for key in ("default_tier", "best_tier", "ladder_ensemble"):
         ens = choices[key]
         print(f"{dataset} {key} (chosen on {VALIDATION}): tta={ens['tta']} {ens['members']} "
               f"-> {VALIDATION} {ens[VALIDATION]:.2%}, {TEST} {ens[TEST]:.2%}")
-
 
 def onnx_table(models: list[str], modes: list[str]) -> list[dict]:
     import ferkit
@@ -185,8 +233,7 @@ def main() -> None:
     result = {
         "date": date.today().isoformat(), "machine": platform.processor() or platform.machine(),
         "runs": rows,
-        **{dataset: tier_choices(runs, rows, n_classes, prefix)
-           for dataset, (n_classes, prefix) in LADDERS.items()},
+        **{dataset: tier_choices(runs, rows, ladder) for dataset, ladder in LADDERS.items()},
     }
     print("## GPU runs (saved logits)\n" + markdown(rows, ["run", "arch", "classes", "tta", VALIDATION, TEST]))
     for dataset in LADDERS:

@@ -123,8 +123,9 @@ def add_data_args(p: argparse.ArgumentParser, archs: list[str] | None) -> None:
     p.add_argument("--data-folder", default=None,
                    help="your own labelled images: DIR/<class>/*.jpg, for fine-tuning (default: none)")
     p.add_argument("--from", dest="init_from", default=None,
-                   help="start from a checkpoint: a .pt path or a bundled model name ('default', 'fast', 'ferplus'); "
-                        "read with weights_only=True, so a crafted file cannot run code (default: none)")
+                   help="start from a checkpoint: a .pt path or a bundled model name ('default', 'fast', 'ferplus'; "
+                        "a bundled ensemble starts from its first member, one network); read with "
+                        "weights_only=True, so a crafted file cannot run code (default: none)")
     p.add_argument("--report-splits", nargs="+", default=["PublicTest", "PrivateTest"],
                    choices=["PublicTest", "PrivateTest"],
                    help="splits whose logits are saved at the end; PublicTest is always the validation split "

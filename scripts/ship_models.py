@@ -10,7 +10,9 @@ writes the float16 checkpoint ``weights/NAME.pt`` (for `ferkit train --from NAME
     python scripts/ship_models.py default=runs/ladder/g2_vgg_c fast=runs/ship/fast
     python scripts/ship_models.py best=runs/a,runs/b:2,runs/c --flip   # one graph of an ensemble (ferkit.merge)
     python scripts/ship_models.py seed_cnn ferplus        # a bare name: only its report (and manifest accuracy)
-    python scripts/ship_models.py default=runs/ladder/g6_vgg_d --int8 default   # its ONNX file in int8
+    python scripts/ship_models.py fast=runs/ladder/g11_wide_b --int8 fast   # its ONNX file in int8
+    python scripts/ship_models.py default=runs/ladder/g10_vgg_2,runs/ladder/g10_vgg_1 --int8 default
+                                                          # one single-view graph of two runs; default.pt: the first's
 
 --int8 NAME ships NAME's ONNX graph quantized (ferkit.quantize: static QDQ, 7-bit weights, calibrated on
 Training faces) if it loses at most MAX_LOSS_POINTS on PublicTest against the fp32 graph, re-calibrated on
@@ -19,11 +21,12 @@ PublicTest; else the fp32 graph stays. NAME.pt keeps the float weights (for `fer
 NAME=RUN1,RUN2[:WEIGHT],... ships an ensemble as one ONNX graph: each member's temperature is fitted
 on PublicTest from its own logits.npz, the graph averages the members' calibrated probabilities
 (weights normalised to sum 1; with --flip, each face's and its mirror's), and the graph's own
-temperature and unsure threshold are then fitted on PublicTest through the Recognizer. It has no
-NAME.pt: an ensemble is not a starting point for `ferkit train --from`.
+temperature and unsure threshold are then fitted on PublicTest through the Recognizer. An ensemble is not a
+starting point for `ferkit train --from`: its NAME.pt, for the names given to --checkpoint (default: default),
+is its first member's float weights (list the member to fine-tune first), and there is none for the others.
 
 Each run folder holds weights.pt (scripts/gpu/pack_runs.py) and logits.npz (`ferkit train`), and
-optionally gpu_call.txt, the command that trained it.
+gpu_call.txt, the command that trained it (from the call's logs.tgz): a model does not ship without it.
 """
 
 from __future__ import annotations
@@ -65,7 +68,9 @@ def fitted_meta(name: str, run: Path, meta: dict) -> dict:
     with np.load(run / "logits.npz") as z:
         logits, labels = z[f"{CALIBRATION_SPLIT}_logits_{CALIBRATION_TTA}"], z[f"{CALIBRATION_SPLIT}_labels"]
     temperature, threshold = fit_calibration(logits, labels)
-    trained_by = (run / "gpu_call.txt").read_text().strip() if (run / "gpu_call.txt").exists() else ""
+    if not (run / "gpu_call.txt").is_file():
+        raise SystemExit(f"{run}: no gpu_call.txt, the command that trained it; copy it from the GPU call's logs.tgz")
+    trained_by = (run / "gpu_call.txt").read_text().strip()
     provenance = {**meta.get("provenance", {}), "run": run.name, "trained_by": trained_by,
                   "calibrated_on": f"{CALIBRATION_SPLIT}, single view", "unsure_rule": UNSURE_RULE}
     return check_meta({**meta, "name": name, "temperature": temperature, "unsure_threshold": threshold,
@@ -80,11 +85,16 @@ def verified_onnx(name: str, model: torch.nn.Module, onnx_path: Path, meta: dict
     return diff
 
 
-def ship(name: str, run: Path, manifest: dict) -> None:
+def ship_checkpoint(name: str, run: Path) -> Path:
+    """The run's float16 weights as ``weights/NAME.pt``, with its metadata fitted on PublicTest."""
     ckpt = read_checkpoint(run / "weights.pt")
-    meta = fitted_meta(name, run, ckpt["meta"])
     checkpoint = WEIGHTS_DIR / f"{name}.pt"
-    save_checkpoint(checkpoint, pack(ckpt, meta))
+    save_checkpoint(checkpoint, pack(ckpt, fitted_meta(name, run, ckpt["meta"])))
+    return checkpoint
+
+
+def ship(name: str, run: Path, manifest: dict) -> None:
+    checkpoint = ship_checkpoint(name, run)
     onnx_path = export_onnx(checkpoint, WEIGHTS_DIR / f"{name}.onnx")
     sidecar_path(onnx_path).unlink(missing_ok=True)  # the manifest holds the checksum
     model, meta = load_checkpoint(checkpoint)
@@ -151,8 +161,9 @@ def ensemble_calibration(model: torch.nn.Module, meta: dict) -> tuple[float, flo
         return fit_calibration(logits, labels)
 
 
-def ship_ensemble(name: str, spec: str, flip: bool, manifest: dict) -> None:
-    """NAME=RUN1,RUN2[:WEIGHT],...: one ONNX graph of the runs' ensemble (module docstring)."""
+def ship_ensemble(name: str, spec: str, flip: bool, keep_checkpoint: bool, manifest: dict) -> None:
+    """NAME=RUN1,RUN2[:WEIGHT],...: one ONNX graph of the runs' ensemble (module docstring); with
+    ``keep_checkpoint``, NAME.pt is the first member's float weights."""
     runs, weights = member_runs(spec)
     members = [Member(run.name, m.model, fitted_meta(run.name, run, m.meta))
                for run, m in zip(runs, load_members([run / "weights.pt" for run in runs]))]
@@ -172,6 +183,12 @@ def ship_ensemble(name: str, spec: str, flip: bool, manifest: dict) -> None:
         "graph_tta": meta["graph_tta"], "classes": meta["classes"], "report": f"reports/{name}",
         "trained_by": trained_by,
     }
+    checkpoint = WEIGHTS_DIR / f"{name}.pt"
+    checkpoint.unlink(missing_ok=True)  # a single model's of the same name would stay behind
+    if keep_checkpoint:
+        ship_checkpoint(name, runs[0])
+        manifest["models"][name] |= {"checkpoint": checkpoint.name, "checkpoint_sha256": sha256_of(checkpoint),
+                                     "checkpoint_run": runs[0].name}
     print(f"{name}: {ENSEMBLE_ARCH} of {len(runs)} (in-graph TTA {meta['graph_tta']}) T={temperature:.3f} "
           f"unsure<{threshold} max|Δprob|={diff:.1e} {onnx_path.stat().st_size / 1e6:.2f} MB")
 
@@ -196,6 +213,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", nargs="+", default=[], metavar="NAME",
                    help="ship these models' ONNX graphs in int8 when they lose at most "
                         f"{MAX_LOSS_POINTS} points on PublicTest (default: none)")
+    p.add_argument("--checkpoint", nargs="+", default=["default"], metavar="NAME",
+                   help="ensembles that ship their first member's float weights as NAME.pt, the starting point of "
+                        "`ferkit train --from NAME` (default: default)")
     return p
 
 
@@ -207,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     for pair in args.models:
         name, _, runs = pair.partition("=")
         if "," in runs:
-            ship_ensemble(name, runs, args.flip, manifest)
+            ship_ensemble(name, runs, args.flip, name in args.checkpoint, manifest)
         elif runs:
             ship(name, Path(runs), manifest)
         if name in args.int8:

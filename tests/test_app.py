@@ -485,18 +485,24 @@ def test_model_page_shows_the_bundled_report(monkeypatch):
 
 @pytest.fixture
 def infer_results(tmp_path, monkeypatch) -> Path:
-    """A benchmarks/results/infer.json that times `default` (11.2 ms) and lists `fast` with another architecture."""
+    """A benchmarks/results/infer.json that times `default` (11.2 ms, as bundled) and lists `fast` with another
+    architecture."""
     from ferkit.app import tiers
+    from ferkit.weights import read_manifest
 
+    default = read_manifest()["models"]["default"]
+    timed = {"name": "default", "arch": default["arch"], "members": len(default.get("members", [])),
+             "latency": {"onnxruntime": {"median_ms": 11.2}}}
     path = tmp_path / "infer.json"
     path.write_text(json.dumps({"machine": {"cpu": "Test CPU", "usable_cpus": 2}, "models": [
-        {"name": "default", "arch": "vgg", "latency": {"onnxruntime": {"median_ms": 11.2}}},
+        timed,
         {"name": "fast", "arch": "an older architecture", "latency": {"onnxruntime": {"median_ms": 1.0}}}]}))
     monkeypatch.setattr(tiers, "INFER_RESULTS", path)
     return path
 
 
 def test_the_picker_shows_every_tier_with_its_accuracy_and_time(infer_results, monkeypatch):
+    from ferkit.app import tiers
     from ferkit.weights import read_manifest
 
     monkeypatch.delenv(MODEL_ENV, raising=False)
@@ -505,8 +511,8 @@ def test_the_picker_shows_every_tier_with_its_accuracy_and_time(infer_results, m
     models = read_manifest()["models"]
     assert len(options) == len(models) and options[0].startswith("default — ")
     default = models["default"]["accuracy"]["value"]
-    int8 = " int8" if "quantized" in models["default"] else ""
-    assert options[0] == f"default — VGG{int8}, {100 * default:.1f} % FER2013, 11 ms/face"
+    architecture = tiers.tier("default", models["default"], {}).architecture()  # e.g. "VGG int8", "ensemble of 2 int8"
+    assert options[0] == f"default — {architecture}, {100 * default:.1f} % FER2013, 11 ms/face"
     fast = next(o for o in options if o.startswith("fast — "))
     assert fast.endswith(", – ms/face")  # listed, but for another architecture: not this model's time
     assert any(o.startswith("ferplus — ") and " % FER+, " in o for o in options)

@@ -73,15 +73,52 @@ def fake_run(arch: str, n_classes: int, right: dict[str, float], seed: int) -> d
 
 
 def test_tier_choices_pick_on_publictest_and_let_resnet18_in_only_as_int8():
-    from benchmarks.bench_accuracy import run_table, tier_choices
+    from benchmarks.bench_accuracy import Ladder, run_table, tier_choices
 
     runs = {"fpg1_resnet": fake_run("resnet18", 8, {"PublicTest": 0.9, "PrivateTest": 0.6}, 0),
             "fpg1_vgg": fake_run("vgg", 8, {"PublicTest": 0.8, "PrivateTest": 0.9}, 1),
             "fpg2_mobile": fake_run("mobile", 8, {"PublicTest": 0.7, "PrivateTest": 0.7}, 2),
             "g1_vgg": fake_run("vgg", 7, {"PublicTest": 0.95, "PrivateTest": 0.95}, 3)}  # another dataset
-    choices = tier_choices(runs, run_table(runs), 8, "fpg")
+    choices = tier_choices(runs, run_table(runs), Ladder(8, "fpg", ("fpg",), 2))
     assert choices["best_single_view"]["run"] == "fpg1_resnet"  # chosen on PublicTest, not on PrivateTest
     assert choices["best_default_single_view"]["run"] == "fpg1_vgg"  # fp32 ResNet-18 is over the bound
     assert choices["best_default_single_view_int8"]["run"] == "fpg1_resnet"
     assert choices["best_fast_single_view"]["run"] == "fpg2_mobile"
     assert set(choices["best_tier"]["members"]) <= {"fpg1_resnet", "fpg1_vgg"}  # VGG and ResNet-18 of this ladder
+
+
+def shared_label_runs(specs: dict[str, tuple[str, dict[str, list[int]]]]) -> dict:
+    """Runs on the same 4 faces per split (labels 0-3): each right on the faces listed, confidently wrong elsewhere."""
+    runs = {}
+    for name, (arch, right) in specs.items():
+        run = {"arch": arch, "classes": np.array([f"c{i}" for i in range(4)])}
+        for split, faces in right.items():
+            labels = np.arange(4)
+            logits = np.zeros((4, 4))
+            logits[np.arange(4), (labels + 1) % 4] = 1.0  # wrong, mildly
+            logits[faces, labels[faces]] = 3.0              # right, confidently
+            run[f"{split}_labels"], run[f"{split}_logits_none"] = labels, logits
+        runs[name] = run
+    return runs
+
+
+def test_default_tier_takes_a_pair_only_where_it_beats_every_single_run_on_publictest():
+    from benchmarks.bench_accuracy import default_tier
+
+    pair_wins = shared_label_runs({
+        "g1_a": ("vgg", {"PublicTest": [0, 1], "PrivateTest": [0]}),
+        "g1_b": ("vgg", {"PublicTest": [2, 3], "PrivateTest": [1]}),
+        "g1_c": ("vgg", {"PublicTest": [0, 1, 2], "PrivateTest": [0, 1, 2, 3]}),
+        "g1_fast": ("mobile", {"PublicTest": [], "PrivateTest": []})})
+    chosen = default_tier(pair_wins, 4)  # a + b and b + c are right on every PublicTest face, c alone on 3 of 4
+    assert (chosen["members"], chosen["PublicTest"], chosen["PrivateTest"]) == (["g1_a", "g1_b"], 1.0, 0.5)
+
+    single_wins = shared_label_runs({
+        "g1_a": ("vgg", {"PublicTest": [0, 1, 2, 3], "PrivateTest": [0]}),
+        "g1_b": ("vgg", {"PublicTest": [0, 1, 2, 3], "PrivateTest": [0, 1, 2, 3]})})
+    assert default_tier(single_wins, 4)["members"] == ["g1_a"]  # a tie: fewer members, then name order
+
+    two_resnets = shared_label_runs({
+        "g1_r": ("resnet18", {"PublicTest": [0, 1], "PrivateTest": []}),
+        "g1_s": ("resnet18", {"PublicTest": [2, 3], "PrivateTest": []})})
+    assert len(default_tier(two_resnets, 4)["members"]) == 1  # over the default's cost bound as a pair

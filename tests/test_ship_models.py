@@ -105,3 +105,32 @@ def test_int8_ships_within_the_bar_and_the_float_graph_stays_beyond_it(shipping,
     assert (folder / small["report"] / "metrics.json").is_file()
     ship.main(["small", "--int8", "small"])  # quantizing an int8 graph again is refused, the file untouched
     assert json.loads((folder / "manifest.json").read_text())["models"]["small"]["sha256"] == small["sha256"]
+
+
+def test_an_ensemble_default_keeps_its_first_members_weights_for_fine_tuning(shipping, tmp_path):
+    ship, folder = shipping
+    runs = [run_folder(tmp_path / "runs" / "a", "fastnet", 0), run_folder(tmp_path / "runs" / "b", "seed_cnn", 1)]
+    ship.main([f"default={runs[0]}"])  # a single model first: its default.pt must not outlive it
+    single = sha256_of(folder / "default.pt")
+
+    ship.main([f"default={runs[1]},{runs[0]}"])
+    entry = json.loads((folder / "manifest.json").read_text())["models"]["default"]
+    assert entry["arch"] == "ensemble" and entry["graph_tta"] == "none"
+    assert entry["checkpoint_run"] == "b" and entry["checkpoint_sha256"] == sha256_of(folder / "default.pt") != single
+    from ferkit.checkpoint import read_checkpoint
+
+    meta = read_checkpoint(folder / "default.pt")["meta"]
+    assert (meta["name"], meta["arch"], meta["provenance"]["run"]) == ("default", "seed_cnn", "b")
+
+    ship.main([f"default={runs[0]},{runs[1]}", "--checkpoint", "none"])  # not kept: no stale default.pt
+    assert not (folder / "default.pt").exists()
+    assert "checkpoint" not in json.loads((folder / "manifest.json").read_text())["models"]["default"]
+
+
+def test_a_run_without_the_command_that_trained_it_does_not_ship(shipping, tmp_path):
+    ship, folder = shipping
+    run = run_folder(tmp_path / "runs" / "a", "fastnet", 0)
+    (run / "gpu_call.txt").unlink()
+    with pytest.raises(SystemExit, match="no gpu_call.txt"):
+        ship.main([f"solo={run}"])
+    assert not (folder / "solo.onnx").exists() and not (folder / "solo.pt").exists()

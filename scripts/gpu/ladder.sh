@@ -18,6 +18,10 @@
 #   PREFIX=g8 SEED=90 T=250 bash scripts/gpu/ladder.sh resnets TEACHER.npz
 #                                                # 3 ResNet-18 students (the int8 default's candidates), for the
 #                                                # few minutes left of a session's GPU time
+#   PREFIX=g9 SEED=100 bash scripts/gpu/ladder.sh int8 TEACHER.npz
+#                                                # the int8 tiers' candidates: 3 ResNet-18 for `default` (~11x fastnet's
+#                                                # cost in int8) and 3 fastnet_wide for `fast` (~0.7x in int8);
+#                                                # BIG=vgg: 3 VGGs instead of the ResNet-18s (~7x in int8)
 #
 # T (seconds, default 520) is each run's --time-limit; the runs share the GPU, so the epochs follow.
 # SPEED: options for every run (default: none, as the committed runs were made). SPEED="--compile --compile-mode
@@ -28,11 +32,11 @@
 # stages a PREFIX of their own too, e.g. DATASET=ferplus PREFIX=fpg2 ... students .gpudata/teacher_fpg1.npz
 # Ensembles and reports are then made on the CPU from the logits (python -m benchmarks.bench_accuracy).
 set -u
-STAGE=${1:?usage: ladder.sh gen1 | gen2 TEACHER.npz | students TEACHER.npz | small TEACHER.npz | mixed TEACHER.npz | resnets TEACHER.npz}
+STAGE=${1:?usage: ladder.sh gen1 | gen2 TEACHER.npz | students TEACHER.npz | small TEACHER.npz | mixed TEACHER.npz | resnets TEACHER.npz | int8 TEACHER.npz}
 T=${T:-520}
 PREFIX=${PREFIX:-g4}
 SEED=${SEED:-30}
-GPU_CALL="T=$T PREFIX=$PREFIX SEED=$SEED MPS=${MPS:-0} SPEED=\"${SPEED:-}\" bash scripts/gpu/ladder.sh $*"
+GPU_CALL="${BIG:+BIG=$BIG }T=$T PREFIX=$PREFIX SEED=$SEED MPS=${MPS:-0} SPEED=\"${SPEED:-}\" bash scripts/gpu/ladder.sh $*"
 RUNS=/tmp/runs/$STAGE$PREFIX  # a warm machine keeps /tmp between calls: each stage packs only its own runs
 rm -rf "$RUNS"
 DATASET=${DATASET:-fer2013}
@@ -106,6 +110,18 @@ elif [ "$STAGE" = resnets ]; then
   wait_all
   grep -h "^summary\|time limit" $RUNS/*.log
   rm $RUNS/teacher_in.npz
+elif [ "$STAGE" = int8 ]; then
+  teacher_in "${2:-}"
+  BIG=${BIG:-resnet18}
+  for i in 0 1 2; do
+    job ${PREFIX}_${BIG%18}_$i $((T + 40)) --arch $BIG --epochs 250 --time-limit $T --seed $((SEED + i)) $KD --distill-weight 0.5 --distill-temp 1
+  done
+  job ${PREFIX}_wide_a $((T + 40)) --arch fastnet_wide --epochs 400 --time-limit $T --seed $((SEED + 3)) $KD --distill-weight 0.7 --distill-temp 2
+  job ${PREFIX}_wide_b $((T + 40)) --arch fastnet_wide --epochs 400 --time-limit $T --seed $((SEED + 4)) $KD --distill-weight 0.9 --distill-temp 2 --mixup-alpha 0
+  job ${PREFIX}_wide_c $((T + 40)) --arch fastnet_wide --epochs 400 --time-limit $T --seed $((SEED + 5)) $KD --distill-weight 0.7 --distill-temp 1
+  wait_all
+  grep -h "^summary\|time limit" $RUNS/*.log
+  rm $RUNS/teacher_in.npz
 elif [ "$STAGE" = mixed ]; then
   teacher_in "${2:-}"
   job ${PREFIX}_vgg_a $((T + 40)) --arch vgg --epochs 250 --time-limit $T --seed $SEED $KD --distill-weight 0.5 --distill-temp 1
@@ -119,7 +135,7 @@ elif [ "$STAGE" = mixed ]; then
   teacher_out "${PREFIX}_[vr]*"
   rm $RUNS/teacher_in.npz
 else
-  echo "unknown stage $STAGE: gen1, gen2, students, small, mixed or resnets" >&2
+  echo "unknown stage $STAGE: gen1, gen2, students, small, mixed, resnets or int8" >&2
   exit 2
 fi
 for d in $RUNS/*/; do echo "$GPU_CALL" > "$d/gpu_call.txt"; done
