@@ -553,6 +553,16 @@ def test_an_ensemble_tier_is_picked_like_any_other(tmp_path, monkeypatch):
     assert tiers.tier("best", two_more, tiers.measured()).ms_text() == "–"
 
 
+def test_an_ensemble_tier_names_its_members_architectures():
+    from ferkit.app.tiers import tier
+
+    entry = {"arch": "ensemble", "classes": list(EMOTIONS), "quantized": "static QDQ",
+             "members": [{"run": "a", "arch": "vgg"}, {"run": "b", "arch": "resnet18"}, {"run": "c", "arch": "vgg"}]}
+    assert tier("best", entry, {}).architecture() == "VGG ×2 + ResNet-18 int8"
+    unlisted = {"arch": "ensemble", "classes": list(EMOTIONS), "members": [{"run": "a"}, {"run": "b", "arch": "vgg"}]}
+    assert tier("best", unlisted, {}).architecture() == "ensemble of 2"  # not every member's architecture known
+
+
 def test_the_model_page_lists_the_tiers_and_where_their_numbers_come_from(infer_results, monkeypatch):
     from ferkit.weights import read_manifest
 

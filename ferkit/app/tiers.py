@@ -18,7 +18,8 @@ from ..labels import FERPLUS_EMOTIONS
 
 INFER_RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "infer.json"
 ARCH_TITLES = {"vgg": "VGG", "resnet18": "ResNet-18"}  # other architectures show their registry name
-# (a merged graph's arch is "ensemble": it shows as "ensemble of N", N from the manifest's ``members``)
+# (a merged graph's arch is "ensemble": it shows its members' architectures, "VGG ×3 + ResNet-18", from the
+# manifest's ``members``, or "ensemble of N" where they are not listed)
 MISSING = "–"
 
 
@@ -34,10 +35,15 @@ class Tier:
     ms_per_face: float | None
     members: int = 0             # models merged into one graph (ferkit.merge); 0 for a single model
     int8: bool = False           # the graph is quantized (scripts/ship_models.py --int8)
+    member_archs: tuple[str, ...] = ()  # the merged models' architectures, where the manifest lists them
 
     def architecture(self) -> str:
-        title = ARCH_TITLES.get(self.arch, self.arch)
-        title = f"{title} of {self.members}" if self.members else title
+        if self.members and len(self.member_archs) == self.members:
+            counts = {a: self.member_archs.count(a) for a in self.member_archs}
+            title = " + ".join(ARCH_TITLES.get(a, a) + (f" ×{n}" if n > 1 else "") for a, n in counts.items())
+        else:
+            title = ARCH_TITLES.get(self.arch, self.arch)
+            title = f"{title} of {self.members}" if self.members else title
         return f"{title} int8" if self.int8 else title
 
     def accuracy_text(self) -> str:
@@ -83,7 +89,9 @@ def tier(name: str, entry: dict, speeds: dict) -> Tier:
     """A manifest entry as a Tier; its time per face only when infer.json lists the same architecture (for an
     ensemble, as many members)."""
     arch = entry.get("arch", "?")
-    members = len(entry["members"]) if isinstance(entry.get("members"), list) else 0
+    listed = entry["members"] if isinstance(entry.get("members"), list) else []
+    members = len(listed)
+    member_archs = tuple(str(m["arch"]) for m in listed if isinstance(m, dict) and "arch" in m)
     accuracy = entry.get("accuracy") if isinstance(entry.get("accuracy"), dict) else {}
     timed_as, ms = speeds.get("models", {}).get(name, (None, None))
     dataset = "FER+" if tuple(entry.get("classes", ())) == FERPLUS_EMOTIONS else "FER2013"
@@ -91,7 +99,7 @@ def tier(name: str, entry: dict, speeds: dict) -> Tier:
     if split and accuracy.get("tta") not in (None, "none"):
         split += f" ({accuracy['tta']} TTA)"
     return Tier(name, arch, dataset, accuracy.get("value"), split, ms if timed_as == (arch, members) else None, members,
-                "quantized" in entry)
+                "quantized" in entry, member_archs)
 
 
 def bundled_tiers(models: dict[str, dict]) -> list[Tier]:
