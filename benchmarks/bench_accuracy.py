@@ -13,8 +13,8 @@ Two sources, printed as markdown tables and written to benchmarks/results/accura
 from __future__ import annotations
 
 import argparse
-import json
 import itertools
+import json
 import platform
 from dataclasses import dataclass
 from datetime import date
@@ -58,6 +58,7 @@ class Ladder:
 # FER2013's tiers were last shipped on 3 December from the int8 stage's runs (the older runs' weights had gone
 # with an earlier checkout: runs/ is not committed); FER+'s on 3 December too, from every fpg run
 LADDERS = {"fer2013": Ladder(7, "g", ("g9_", "g10_", "g11_"), 4), "ferplus": Ladder(8, "fpg", ("fpg",), 2)}
+
 
 def load_runs() -> dict[str, dict[str, np.ndarray]]:
     """Each run's saved logits, plus its architecture (from args.json) under ``arch``."""
@@ -135,12 +136,6 @@ def capped_ensemble(runs: dict, n_classes: int, prefix: str, archs: tuple[str, .
                for s in (VALIDATION, TEST)}}
 
 
-def calibrated_probs(runs: dict, names: list[str], tta: str) -> dict[str, list[np.ndarray]]:
-    """Each split's probabilities of the runs, each at its temperature fitted on PublicTest."""
-    temps = {n: fit_temperature(runs[n][f"{VALIDATION}_logits_{tta}"], runs[n][f"{VALIDATION}_labels"]) for n in names}
-    return {s: [softmax(runs[n][f"{s}_logits_{tta}"], temps[n]) for n in names] for s in (VALIDATION, TEST)}
-
-
 def default_tier(runs: dict, n_classes: int) -> dict:
     """The most accurate single-view graph on PublicTest within the default's cost bound in int8: one run, or two
     runs' mean calibrated probabilities (INT8_DEFAULT_PAIRS); ties go to fewer members, then to name order."""
@@ -175,6 +170,7 @@ def tier_choices(runs: dict, rows: list[dict], ladder: Ladder) -> dict:
             "fast_tier": best_single(pool_rows, n, tta="none", archs=INT8_FAST_ARCHS),
             "best_tier": capped_ensemble(pool, n, ladder.prefix, BEST_ARCHS, BEST_TTA, ladder.best_members)}
 
+
 def print_tier_choices(dataset: str, choices: dict) -> None:
     for key in ("best_single_view", "best_default_single_view", "best_default_single_view_int8",
                 "best_fast_single_view", "fast_tier"):
@@ -185,6 +181,7 @@ def print_tier_choices(dataset: str, choices: dict) -> None:
         ens = choices[key]
         print(f"{dataset} {key} (chosen on {VALIDATION}): tta={ens['tta']} {ens['members']} "
               f"-> {VALIDATION} {ens[VALIDATION]:.2%}, {TEST} {ens[TEST]:.2%}")
+
 
 def onnx_table(models: list[str], modes: list[str]) -> list[dict]:
     import ferkit

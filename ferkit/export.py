@@ -139,9 +139,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
                    help="a .pt checkpoint written by ferkit train, its run folder, or a bundled model's name "
-                        f"({', '.join(bundled_checkpoints())}; a bundled ensemble's is its first member); several: one graph of their ensemble, the "
-                        "weighted mean of their calibrated probabilities. Read with weights_only=True, so a crafted "
-                        "file cannot run code")
+                        f"({', '.join(bundled_checkpoints())}; a bundled ensemble's is its first member); several: "
+                        "one graph of their ensemble, the weighted mean of their calibrated probabilities. Read with "
+                        "weights_only=True, so a crafted file cannot run code")
     p.add_argument("--out", required=True,
                    help="ONNX file to write, a .sha256 sidecar beside it (required; no default)")
     p.add_argument("--verify-split", default="PublicTest", choices=[*SPLITS, "none"],

@@ -9,6 +9,7 @@ older model under the same name), shows "–".
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,8 +40,8 @@ class Tier:
 
     def architecture(self) -> str:
         if self.members and len(self.member_archs) == self.members:
-            counts = {a: self.member_archs.count(a) for a in self.member_archs}
-            title = " + ".join(ARCH_TITLES.get(a, a) + (f" ×{n}" if n > 1 else "") for a, n in counts.items())
+            title = " + ".join(ARCH_TITLES.get(a, a) + (f" ×{n}" if n > 1 else "")
+                               for a, n in Counter(self.member_archs).items())
         else:
             title = ARCH_TITLES.get(self.arch, self.arch)
             title = f"{title} of {self.members}" if self.members else title

@@ -56,6 +56,12 @@ teacher_out() {
   timeout 90 python3 -m ferkit ensemble $members --tta flip --out $RUNS/teacher.npz 2>&1 | tee $RUNS/ensemble.log
   cp $RUNS/teacher.npz "$OUT/"
 }
+# big_trio ARCH: three students of ARCH, seeds SEED..SEED+2, named ${PREFIX}_<arch without "18">_0..2
+big_trio() {
+  for i in 0 1 2; do
+    job ${PREFIX}_${1%18}_$i $((T + 40)) --arch $1 --epochs 250 --time-limit $T --seed $((SEED + i)) $KD --distill-weight 0.5 --distill-temp 1
+  done
+}
 
 if [ "$STAGE" = gen1 ]; then
   job ${TAG}g1_vgg_s0 $((T + 40)) --arch vgg --epochs 150 --time-limit $T --seed 0
@@ -104,18 +110,13 @@ elif [ "$STAGE" = small ]; then
   rm $RUNS/teacher_in.npz
 elif [ "$STAGE" = resnets ]; then
   teacher_in "${2:-}"
-  for i in 0 1 2; do
-    job ${PREFIX}_resnet_$i $((T + 40)) --arch resnet18 --epochs 250 --time-limit $T --seed $((SEED + i)) $KD --distill-weight 0.5 --distill-temp 1
-  done
+  big_trio resnet18
   wait_all
   grep -h "^summary\|time limit" $RUNS/*.log
   rm $RUNS/teacher_in.npz
 elif [ "$STAGE" = int8 ]; then
   teacher_in "${2:-}"
-  BIG=${BIG:-resnet18}
-  for i in 0 1 2; do
-    job ${PREFIX}_${BIG%18}_$i $((T + 40)) --arch $BIG --epochs 250 --time-limit $T --seed $((SEED + i)) $KD --distill-weight 0.5 --distill-temp 1
-  done
+  big_trio "${BIG:-resnet18}"
   job ${PREFIX}_wide_a $((T + 40)) --arch fastnet_wide --epochs 400 --time-limit $T --seed $((SEED + 3)) $KD --distill-weight 0.7 --distill-temp 2
   job ${PREFIX}_wide_b $((T + 40)) --arch fastnet_wide --epochs 400 --time-limit $T --seed $((SEED + 4)) $KD --distill-weight 0.9 --distill-temp 2 --mixup-alpha 0
   job ${PREFIX}_wide_c $((T + 40)) --arch fastnet_wide --epochs 400 --time-limit $T --seed $((SEED + 5)) $KD --distill-weight 0.7 --distill-temp 1
