@@ -38,11 +38,13 @@ FAST_ARCHS = ("fastnet", "mobile", "mobile_deep")  # at or under fastnet's CPU c
 DEFAULT_ARCHS = ("vgg", "seed_cnn", "fastnet_wide", *FAST_ARCHS)
 # in int8 (scripts/ship_models.py --int8): resnet18 (11.3x) is within the default's bound too, fastnet_wide (0.7x)
 # within the fast tier's, and so is a single-view graph of two int8 VGGs (2 x 7.1x) or of a VGG and a ResNet-18
-# (18.4x); two ResNet-18s (22.7x) are not (docs/benchmarks.md, on a CPU without VNNI)
-INT8_DEFAULT_ARCHS = (*DEFAULT_ARCHS, "resnet18")
+# (18.4x); two ResNet-18s (22.7x) are not (docs/benchmarks.md, on a CPU without VNNI). vgg_deep has 1.73x vgg's
+# multiply-adds (808 M against 468 M a face): beside a VGG (~19x there) it fits, beside a second vgg_deep or a
+# ResNet-18 (~24x, ~23x) it does not
+INT8_DEFAULT_ARCHS = (*DEFAULT_ARCHS, "resnet18", "vgg_deep")
 INT8_FAST_ARCHS = (*FAST_ARCHS, "fastnet_wide")
-INT8_DEFAULT_PAIRS = {("vgg", "vgg"), ("resnet18", "vgg")}
-BEST_ARCHS, BEST_TTA = ("vgg", "resnet18"), "flip"  # the pool of the shipped `best` graphs and their in-graph TTA
+INT8_DEFAULT_PAIRS = {("vgg", "vgg"), ("resnet18", "vgg"), ("vgg", "vgg_deep")}
+BEST_ARCHS, BEST_TTA = ("vgg", "resnet18", "vgg_deep"), "flip"  # the pool of the shipped `best` graphs, their TTA
 
 
 @dataclass(frozen=True)
@@ -51,13 +53,21 @@ class Ladder:
 
     n_classes: int
     prefix: str                # its runs: g1_*, g2_*, ... on FER2013; fpg1_*, fpg2_* on FER+ (DATASET=ferplus)
-    shippable: tuple[str, ...]  # name prefixes of the runs whose weights were on disk when its tiers were shipped
+    pools: dict[str, tuple[str, ...]]  # per tier: name prefixes of the runs whose weights were on disk when it shipped
     best_members: int          # the size cap of its `best` graph
 
+    def pool(self, runs: dict, tier: str) -> dict:
+        return {name: z for name, z in runs.items() if name.startswith(self.pools[tier])}
 
+
+TIERS = ("default", "fast", "best")
 # FER2013's tiers were last shipped on 3 December from the int8 stage's runs (the older runs' weights had gone
-# with an earlier checkout: runs/ is not committed); FER+'s on 3 December too, from every fpg run
-LADDERS = {"fer2013": Ladder(7, "g", ("g9_", "g10_", "g11_"), 4), "ferplus": Ladder(8, "fpg", ("fpg",), 2)}
+# with an earlier checkout: runs/ is not committed); FER+'s `ferplus_fast` on 3 December from the first FER+
+# session's runs, `ferplus` and `ferplus_best` that evening from the archs stage's, the `best` cap of 3 chosen
+# on PublicTest (2, 3, 4, 6 members: 88.13, 88.34, 88.31, 88.31 %)
+FER2013_SHIPPED, FERPLUS_SHIPPED = ("g9_", "g10_", "g11_"), ("fpg3_", "fpg4_", "fpg5_")
+LADDERS = {"fer2013": Ladder(7, "g", dict.fromkeys(TIERS, FER2013_SHIPPED), 4),
+           "ferplus": Ladder(8, "fpg", {**dict.fromkeys(TIERS, FERPLUS_SHIPPED), "fast": ("fpg1_", "fpg2_")}, 3)}
 
 
 def load_runs() -> dict[str, dict[str, np.ndarray]]:
@@ -158,17 +168,17 @@ def tier_choices(runs: dict, rows: list[dict], ladder: Ladder) -> dict:
     """What each tier would ship, chosen on PublicTest: the first keys among every saved run of the dataset (its
     number of classes), the tiers' own (``*_tier``) among the ladder's runs that could be shipped."""
     n = ladder.n_classes
-    pool = {name: z for name, z in runs.items() if name.startswith(ladder.shippable)}
-    pool_rows = [r for r in rows if r["run"] in pool]
+    fast_pool = ladder.pool(runs, "fast")
     return {"best_single": best_single(rows, n), "best_ensemble": best_ensemble(runs, n),
             "best_single_view": best_single(rows, n, tta="none"),
             "best_fast_single_view": best_single(rows, n, tta="none", archs=FAST_ARCHS),
             "best_default_single_view": best_single(rows, n, tta="none", archs=DEFAULT_ARCHS),
             "best_default_single_view_int8": best_single(rows, n, tta="none", archs=INT8_DEFAULT_ARCHS),
             "ladder_ensemble": best_ensemble(runs, n, prefix=ladder.prefix),
-            "default_tier": default_tier(pool, n),
-            "fast_tier": best_single(pool_rows, n, tta="none", archs=INT8_FAST_ARCHS),
-            "best_tier": capped_ensemble(pool, n, ladder.prefix, BEST_ARCHS, BEST_TTA, ladder.best_members)}
+            "default_tier": default_tier(ladder.pool(runs, "default"), n),
+            "fast_tier": best_single([r for r in rows if r["run"] in fast_pool], n, tta="none", archs=INT8_FAST_ARCHS),
+            "best_tier": capped_ensemble(ladder.pool(runs, "best"), n, ladder.prefix, BEST_ARCHS, BEST_TTA,
+                                         ladder.best_members)}
 
 
 def print_tier_choices(dataset: str, choices: dict) -> None:

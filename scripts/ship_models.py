@@ -22,8 +22,8 @@ NAME=RUN1,RUN2[:WEIGHT],... ships an ensemble as one ONNX graph: each member's t
 on PublicTest from its own logits.npz, the graph averages the members' calibrated probabilities
 (weights normalised to sum 1; with --flip, each face's and its mirror's), and the graph's own
 temperature and unsure threshold are then fitted on PublicTest through the Recognizer. An ensemble is not a
-starting point for `ferkit train --from`: its NAME.pt, for the names given to --checkpoint (default: default),
-is its first member's float weights (list the member to fine-tune first), and there is none for the others.
+starting point for `ferkit train --from`: its NAME.pt, for the names given to --checkpoint (default: default and
+ferplus), is its first member's float weights (list the member to fine-tune first), and there is none for the others.
 
 Each run folder holds weights.pt (scripts/gpu/pack_runs.py) and logits.npz (`ferkit train`), and
 gpu_call.txt, the command that trained it (from the call's logs.tgz): a model does not ship without it.
@@ -55,6 +55,7 @@ from ferkit.settings import WEIGHTS_DIR
 CALIBRATION_TTA = "none"  # the Recognizer's default
 CALIBRATION_SPLIT = "PublicTest"
 REPORT_SPLIT = "PrivateTest"
+CHECKPOINT_TIERS = ("default", "ferplus")  # the single-view tiers one fine-tunes from (`ferkit train --from`)
 
 
 def fit_calibration(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -213,9 +214,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", nargs="+", default=[], metavar="NAME",
                    help="ship these models' ONNX graphs in int8 when they lose at most "
                         f"{MAX_LOSS_POINTS} points on PublicTest (default: none)")
-    p.add_argument("--checkpoint", nargs="+", default=["default"], metavar="NAME",
+    p.add_argument("--checkpoint", nargs="+", default=list(CHECKPOINT_TIERS), metavar="NAME",
                    help="ensembles that ship their first member's float weights as NAME.pt, the starting point of "
-                        "`ferkit train --from NAME` (default: default)")
+                        f"`ferkit train --from NAME`; 'none' for no ensemble (default: {' '.join(CHECKPOINT_TIERS)})")
     return p
 
 

@@ -73,13 +73,13 @@ def fake_run(arch: str, n_classes: int, right: dict[str, float], seed: int) -> d
 
 
 def test_tier_choices_pick_on_publictest_and_let_resnet18_in_only_as_int8():
-    from benchmarks.bench_accuracy import Ladder, run_table, tier_choices
+    from benchmarks.bench_accuracy import TIERS, Ladder, run_table, tier_choices
 
     runs = {"fpg1_resnet": fake_run("resnet18", 8, {"PublicTest": 0.9, "PrivateTest": 0.6}, 0),
             "fpg1_vgg": fake_run("vgg", 8, {"PublicTest": 0.8, "PrivateTest": 0.9}, 1),
             "fpg2_mobile": fake_run("mobile", 8, {"PublicTest": 0.7, "PrivateTest": 0.7}, 2),
             "g1_vgg": fake_run("vgg", 7, {"PublicTest": 0.95, "PrivateTest": 0.95}, 3)}  # another dataset
-    choices = tier_choices(runs, run_table(runs), Ladder(8, "fpg", ("fpg",), 2))
+    choices = tier_choices(runs, run_table(runs), Ladder(8, "fpg", dict.fromkeys(TIERS, ("fpg",)), 2))
     assert choices["best_single_view"]["run"] == "fpg1_resnet"  # chosen on PublicTest, not on PrivateTest
     assert choices["best_default_single_view"]["run"] == "fpg1_vgg"  # fp32 ResNet-18 is over the bound
     assert choices["best_default_single_view_int8"]["run"] == "fpg1_resnet"
@@ -122,3 +122,9 @@ def test_default_tier_takes_a_pair_only_where_it_beats_every_single_run_on_publi
         "g1_r": ("resnet18", {"PublicTest": [0, 1], "PrivateTest": []}),
         "g1_s": ("resnet18", {"PublicTest": [2, 3], "PrivateTest": []})})
     assert len(default_tier(two_resnets, 4)["members"]) == 1  # over the default's cost bound as a pair
+
+    deep_and_vgg = shared_label_runs({
+        "fpg3_d": ("vgg_deep", {"PublicTest": [0, 1], "PrivateTest": []}),
+        "fpg3_v": ("vgg", {"PublicTest": [2, 3], "PrivateTest": []}),
+        "fpg3_e": ("vgg_deep", {"PublicTest": [2, 3], "PrivateTest": []})})
+    assert default_tier(deep_and_vgg, 4)["members"] == ["fpg3_d", "fpg3_v"]  # a VGG-deep fits beside a VGG only

@@ -41,14 +41,9 @@ pack() {
   ls -la "$OUT"
 }
 
-# pack_each: logs.tgz with every run's small files (and any teacher .npz), then one <run>.tgz per run
-# with weights.pt + logits.npz.
+# pack_each: logs.tgz with every run's files but its checkpoints (logits.npz and any teacher .npz included), then
+# one <run>.tgz per run with its weights.pt, best runs on PublicTest first, while they fit the device tool's limits.
 pack_each() {
-  pack_weights
-  (cd "$RUNS" && tar czf "$OUT/logs.tgz" --exclude='*.pt' --exclude='*/logits.npz' .)
-  for d in "$RUNS"/*/; do
-    n=$(basename "$d")
-    [ -f "$d/weights.pt" ] && (cd "$RUNS" && tar czf "$OUT/$n.tgz" "$n/weights.pt" "$n/logits.npz")
-  done
+  python3 scripts/gpu/pack_runs.py "$RUNS" "$OUT"
   ls -la "$OUT"
 }

@@ -1,6 +1,7 @@
 # The FER2013 accuracy ladder (issue 12), one stage per GPU call of < 10 minutes; each stage leaves all
-# it made in /tmp/runs and packs it into $OUT (one archive per run: float16 weights + logits; logs.tgz
-# with every run's small files and the teacher file). Run from the repository root, data in .gpudata/:
+# it made in /tmp/runs and packs it into $OUT (logs.tgz: every run's files but its checkpoints, logits and the
+# teacher file included; one archive per run of its float16 weights, best on PublicTest first, while they fit the
+# device tool's 64 MiB: scripts/gpu/pack_runs.py). Run from the repository root, data in .gpudata/:
 #
 #   bash scripts/gpu/ladder.sh gen1              # 6 diverse runs (VGG seeds, a mixup variant, ResNet-18),
 #                                                # all with the FER+ auxiliary head; then their ensemble's
@@ -18,6 +19,9 @@
 #   PREFIX=g8 SEED=90 T=250 bash scripts/gpu/ladder.sh resnets TEACHER.npz
 #                                                # 3 ResNet-18 students (the int8 default's candidates), for the
 #                                                # few minutes left of a session's GPU time
+#   ARCHS="vgg_deep resnet18 resnet18 vgg vgg" PREFIX=fpg3 SEED=200 bash scripts/gpu/ladder.sh archs TEACHER.npz
+#                                                # one student of TEACHER.npz per name in ARCHS, named
+#                                                # ${PREFIX}_<arch without "18">_<i>, seeds SEED+i (w 0.5, T 1)
 #   PREFIX=g9 SEED=100 bash scripts/gpu/ladder.sh int8 TEACHER.npz
 #                                                # the int8 tiers' candidates: 3 ResNet-18 for `default` (~11x fastnet's
 #                                                # cost in int8) and 3 fastnet_wide for `fast` (~0.7x in int8);
@@ -32,11 +36,11 @@
 # stages a PREFIX of their own too, e.g. DATASET=ferplus PREFIX=fpg2 ... students .gpudata/teacher_fpg1.npz
 # Ensembles and reports are then made on the CPU from the logits (python -m benchmarks.bench_accuracy).
 set -u
-STAGE=${1:?usage: ladder.sh gen1 | gen2 TEACHER.npz | students TEACHER.npz | small TEACHER.npz | mixed TEACHER.npz | resnets TEACHER.npz | int8 TEACHER.npz}
+STAGE=${1:?usage: ladder.sh gen1 | gen2 TEACHER.npz | students TEACHER.npz | small TEACHER.npz | mixed TEACHER.npz | resnets TEACHER.npz | int8 TEACHER.npz | archs TEACHER.npz}
 T=${T:-520}
 PREFIX=${PREFIX:-g4}
 SEED=${SEED:-30}
-GPU_CALL="${BIG:+BIG=$BIG }T=$T PREFIX=$PREFIX SEED=$SEED MPS=${MPS:-0} SPEED=\"${SPEED:-}\" bash scripts/gpu/ladder.sh $*"
+GPU_CALL="${BIG:+BIG=$BIG }${ARCHS:+ARCHS=\"$ARCHS\" }T=$T PREFIX=$PREFIX SEED=$SEED MPS=${MPS:-0} SPEED=\"${SPEED:-}\" bash scripts/gpu/ladder.sh $*"
 RUNS=/tmp/runs/$STAGE$PREFIX  # a warm machine keeps /tmp between calls: each stage packs only its own runs
 rm -rf "$RUNS"
 DATASET=${DATASET:-fer2013}
@@ -50,11 +54,10 @@ export EXTRA="${SPEED:-} ${EXTRA:-}"
 source scripts/gpu/common.sh
 # teacher_in FILE: the students' teacher, copied beside the runs (removed before packing); sets KD
 teacher_in() { cp "${1:?$STAGE needs a teacher file}" $RUNS/teacher_in.npz; KD="--teacher-probs $RUNS/teacher_in.npz"; }
-# teacher_out GLOB: the flip-TTA ensemble of the finished runs matching $RUNS/GLOB -> teacher.npz (also into $OUT)
+# teacher_out GLOB: the flip-TTA ensemble of the finished runs matching $RUNS/GLOB -> teacher.npz (back in logs.tgz)
 teacher_out() {
   local members; members=$(for d in $RUNS/$1/; do [ -f "$d/logits.npz" ] && echo "$d"; done)
   timeout 90 python3 -m ferkit ensemble $members --tta flip --out $RUNS/teacher.npz 2>&1 | tee $RUNS/ensemble.log
-  cp $RUNS/teacher.npz "$OUT/"
 }
 # big_trio ARCH: three students of ARCH, seeds SEED..SEED+2, named ${PREFIX}_<arch without "18">_0..2
 big_trio() {
@@ -123,6 +126,16 @@ elif [ "$STAGE" = int8 ]; then
   wait_all
   grep -h "^summary\|time limit" $RUNS/*.log
   rm $RUNS/teacher_in.npz
+elif [ "$STAGE" = archs ]; then
+  teacher_in "${2:-}"
+  i=0
+  for arch in ${ARCHS:?archs needs ARCHS, e.g. ARCHS="vgg_deep resnet18 vgg"}; do
+    job ${PREFIX}_${arch%18}_$i $((T + 40)) --arch $arch --epochs 250 --time-limit $T --seed $((SEED + i)) $KD --distill-weight 0.5 --distill-temp 1
+    i=$((i + 1))
+  done
+  wait_all
+  grep -h "^summary\|time limit" $RUNS/*.log
+  rm $RUNS/teacher_in.npz
 elif [ "$STAGE" = mixed ]; then
   teacher_in "${2:-}"
   job ${PREFIX}_vgg_a $((T + 40)) --arch vgg --epochs 250 --time-limit $T --seed $SEED $KD --distill-weight 0.5 --distill-temp 1
@@ -136,7 +149,7 @@ elif [ "$STAGE" = mixed ]; then
   teacher_out "${PREFIX}_[vr]*"
   rm $RUNS/teacher_in.npz
 else
-  echo "unknown stage $STAGE: gen1, gen2, students, small, mixed, resnets or int8" >&2
+  echo "unknown stage $STAGE: gen1, gen2, students, small, mixed, resnets, int8 or archs" >&2
   exit 2
 fi
 for d in $RUNS/*/; do echo "$GPU_CALL" > "$d/gpu_call.txt"; done
