@@ -18,7 +18,7 @@ import streamlit as st
 from ..labels import FERPLUS_EMOTIONS
 
 INFER_RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "infer.json"
-ARCH_TITLES = {"vgg": "VGG", "vgg_deep": "VGG-deep", "resnet18": "ResNet-18"}  # other architectures show their registry name
+ARCH_TITLES = {"vgg": "VGG", "vgg_deep": "VGG-deep", "resnet18": "ResNet-18"}  # others show their registry name
 # (a merged graph's arch is "ensemble": it shows its members' architectures, "VGG ×3 + ResNet-18", from the
 # manifest's ``members``, or "ensemble of N" where they are not listed)
 MISSING = "–"
