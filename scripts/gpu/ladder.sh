@@ -52,6 +52,8 @@ esac
 GPU_CALL="DATASET=$DATASET $GPU_CALL"
 export EXTRA="${SPEED:-} ${EXTRA:-}"
 source scripts/gpu/common.sh
+# wait_report: wait for the stage's jobs, then print each run's summary line and its time-limit re-plans
+wait_report() { wait_all; grep -h "^summary\|time limit" $RUNS/*.log; }
 # teacher_in FILE: the students' teacher, copied beside the runs (removed before packing); sets KD
 teacher_in() { cp "${1:?$STAGE needs a teacher file}" $RUNS/teacher_in.npz; KD="--teacher-probs $RUNS/teacher_in.npz"; }
 # teacher_out GLOB: the flip-TTA ensemble of the finished runs matching $RUNS/GLOB -> teacher.npz (back in logs.tgz)
@@ -73,8 +75,7 @@ if [ "$STAGE" = gen1 ]; then
   job ${TAG}g1_vgg_mix $((T + 40)) --arch vgg --epochs 150 --time-limit $T --seed 3 --mixup-alpha 0.5
   job ${TAG}g1_vgg_nols $((T + 40)) --arch vgg --epochs 150 --time-limit $T --seed 4 --label-smoothing 0
   job ${TAG}g1_resnet $((T + 40)) --arch resnet18 --epochs 150 --time-limit $T --seed 5
-  wait_all
-  grep -h "^summary\|time limit" $RUNS/*.log
+  wait_report
   teacher_out "${TAG}g1_*"
 elif [ "$STAGE" = gen2 ]; then
   TEACHER=${2:?gen2 needs the teacher file of gen1}
@@ -86,8 +87,7 @@ elif [ "$STAGE" = gen2 ]; then
   job g2_fastnet $((T + 40)) --arch fastnet --epochs 300 --time-limit $T --seed 13 $KD --distill-temp 2
   job g2_mobile $((T + 40)) --arch mobile --epochs 300 --time-limit $T --seed 14 $KD --distill-temp 2
   job g2_mobile_deep $((T + 40)) --arch mobile_deep --epochs 300 --time-limit $T --seed 15 $KD --distill-temp 2
-  wait_all
-  grep -h "^summary\|time limit" $RUNS/*.log
+  wait_report
 elif [ "$STAGE" = students ]; then
   teacher_in "${2:-}"
   job ${PREFIX}_vgg_a $((T + 40)) --arch vgg --epochs 250 --time-limit $T --seed $SEED $KD --distill-weight 0.5 --distill-temp 1
@@ -96,10 +96,8 @@ elif [ "$STAGE" = students ]; then
   job ${PREFIX}_vgg_d $((T + 40)) --arch vgg --epochs 250 --time-limit $T --seed $((SEED + 3)) $KD --distill-weight 0.5 --distill-temp 2
   job ${PREFIX}_vgg_mix $((T + 40)) --arch vgg --epochs 250 --time-limit $T --seed $((SEED + 4)) $KD --distill-weight 0.5 --distill-temp 1 --mixup-alpha 0.5
   job ${PREFIX}_resnet $((T + 40)) --arch resnet18 --epochs 250 --time-limit $T --seed $((SEED + 5)) $KD --distill-weight 0.5 --distill-temp 1
-  wait_all
-  grep -h "^summary\|time limit" $RUNS/*.log
+  wait_report
   teacher_out "${PREFIX}_*"
-  rm $RUNS/teacher_in.npz
 elif [ "$STAGE" = small ]; then
   teacher_in "${2:-}"
   job ${PREFIX}_fastnet_a $((T + 40)) --arch fastnet --epochs 400 --time-limit $T --seed $SEED $KD --distill-weight 0.7 --distill-temp 2
@@ -108,24 +106,18 @@ elif [ "$STAGE" = small ]; then
   job ${PREFIX}_mobile $((T + 40)) --arch mobile --epochs 400 --time-limit $T --seed $((SEED + 3)) $KD --distill-weight 0.7 --distill-temp 2
   job ${PREFIX}_mobile_deep $((T + 40)) --arch mobile_deep --epochs 400 --time-limit $T --seed $((SEED + 4)) $KD --distill-weight 0.7 --distill-temp 2
   job ${PREFIX}_fastnet_wide $((T + 40)) --arch fastnet_wide --epochs 400 --time-limit $T --seed $((SEED + 5)) $KD --distill-weight 0.7 --distill-temp 2
-  wait_all
-  grep -h "^summary\|time limit" $RUNS/*.log
-  rm $RUNS/teacher_in.npz
+  wait_report
 elif [ "$STAGE" = resnets ]; then
   teacher_in "${2:-}"
   big_trio resnet18
-  wait_all
-  grep -h "^summary\|time limit" $RUNS/*.log
-  rm $RUNS/teacher_in.npz
+  wait_report
 elif [ "$STAGE" = int8 ]; then
   teacher_in "${2:-}"
   big_trio "${BIG:-resnet18}"
   job ${PREFIX}_wide_a $((T + 40)) --arch fastnet_wide --epochs 400 --time-limit $T --seed $((SEED + 3)) $KD --distill-weight 0.7 --distill-temp 2
   job ${PREFIX}_wide_b $((T + 40)) --arch fastnet_wide --epochs 400 --time-limit $T --seed $((SEED + 4)) $KD --distill-weight 0.9 --distill-temp 2 --mixup-alpha 0
   job ${PREFIX}_wide_c $((T + 40)) --arch fastnet_wide --epochs 400 --time-limit $T --seed $((SEED + 5)) $KD --distill-weight 0.7 --distill-temp 1
-  wait_all
-  grep -h "^summary\|time limit" $RUNS/*.log
-  rm $RUNS/teacher_in.npz
+  wait_report
 elif [ "$STAGE" = archs ]; then
   teacher_in "${2:-}"
   i=0
@@ -133,9 +125,7 @@ elif [ "$STAGE" = archs ]; then
     job ${PREFIX}_${arch%18}_$i $((T + 40)) --arch $arch --epochs 250 --time-limit $T --seed $((SEED + i)) $KD --distill-weight 0.5 --distill-temp 1
     i=$((i + 1))
   done
-  wait_all
-  grep -h "^summary\|time limit" $RUNS/*.log
-  rm $RUNS/teacher_in.npz
+  wait_report
 elif [ "$STAGE" = mixed ]; then
   teacher_in "${2:-}"
   job ${PREFIX}_vgg_a $((T + 40)) --arch vgg --epochs 250 --time-limit $T --seed $SEED $KD --distill-weight 0.5 --distill-temp 1
@@ -144,14 +134,13 @@ elif [ "$STAGE" = mixed ]; then
   job ${PREFIX}_resnet $((T + 40)) --arch resnet18 --epochs 250 --time-limit $T --seed $((SEED + 3)) $KD --distill-weight 0.5 --distill-temp 1
   job ${PREFIX}_mobile $((T + 40)) --arch mobile --epochs 500 --time-limit $T --seed $((SEED + 4)) $KD --distill-weight 0.7 --distill-temp 2
   job ${PREFIX}_mobile_deep $((T + 40)) --arch mobile_deep --epochs 500 --time-limit $T --seed $((SEED + 5)) $KD --distill-weight 0.7 --distill-temp 2
-  wait_all
-  grep -h "^summary\|time limit" $RUNS/*.log
+  wait_report
   teacher_out "${PREFIX}_[vr]*"
-  rm $RUNS/teacher_in.npz
 else
   echo "unknown stage $STAGE: gen1, gen2, students, small, mixed, resnets, int8 or archs" >&2
   exit 2
 fi
+rm -f $RUNS/teacher_in.npz
 for d in $RUNS/*/; do echo "$GPU_CALL" > "$d/gpu_call.txt"; done
 [ "${MPS:-0}" = 1 ] && stop_mps
 pack_each
