@@ -42,9 +42,11 @@ DEFAULT_ARCHS = ("vgg", "seed_cnn", "fastnet_wide", *FAST_ARCHS)
 # multiply-adds (808 M against 468 M a face): beside a VGG (~19x there) it fits, beside a second vgg_deep or a
 # ResNet-18 (~24x, ~23x) it does not
 INT8_DEFAULT_ARCHS = (*DEFAULT_ARCHS, "resnet18", "vgg_deep")
-INT8_FAST_ARCHS = (*FAST_ARCHS, "fastnet_wide")
+INT8_FAST_ARCHS = (*FAST_ARCHS, "fastnet_wide", "fastnet_wider")
 INT8_DEFAULT_PAIRS = {("vgg", "vgg"), ("resnet18", "vgg"), ("vgg", "vgg_deep")}
 BEST_ARCHS, BEST_TTA = ("vgg", "resnet18", "vgg_deep"), "flip"  # the pool of the shipped `best` graphs, their TTA
+# an int8 graph holds ~1 byte a parameter: its members' parameters at most this keep the committed file under 20 MB
+BEST_MAX_PARAMS = 20_000_000
 
 
 @dataclass(frozen=True)
@@ -54,20 +56,24 @@ class Ladder:
     n_classes: int
     prefix: str                # its runs: g1_*, g2_*, ... on FER2013; fpg1_*, fpg2_* on FER+ (DATASET=ferplus)
     pools: dict[str, tuple[str, ...]]  # per tier: name prefixes of the runs whose weights were on disk when it shipped
-    best_members: int          # the size cap of its `best` graph
+    best_members: int          # the most picks (members) of its `best` graph; BEST_MAX_PARAMS caps their size
 
     def pool(self, runs: dict, tier: str) -> dict:
         return {name: z for name, z in runs.items() if name.startswith(self.pools[tier])}
 
 
 TIERS = ("default", "fast", "best")
-# FER2013's tiers were last shipped on 3 December from the int8 stage's runs (the older runs' weights had gone
-# with an earlier checkout: runs/ is not committed); FER+'s `ferplus_fast` on 3 December from the first FER+
-# session's runs, `ferplus` and `ferplus_best` that evening from the archs stage's, the `best` cap of 3 chosen
-# on PublicTest (2, 3, 4, 6 members: 88.13, 88.34, 88.31, 88.31 %)
-FER2013_SHIPPED, FERPLUS_SHIPPED = ("g9_", "g10_", "g11_"), ("fpg3_", "fpg4_", "fpg5_")
-LADDERS = {"fer2013": Ladder(7, "g", dict.fromkeys(TIERS, FER2013_SHIPPED), 4),
-           "ferplus": Ladder(8, "fpg", {**dict.fromkeys(TIERS, FERPLUS_SHIPPED), "fast": ("fpg1_", "fpg2_")}, 3)}
+# Each tier's pool: the runs whose weights were on disk when it last shipped (runs/ is not committed, and a new
+# checkout has lost the older runs' weights). FER2013: `default` on 3 December from the int8 stage's runs; `fast`
+# and `best` on 4 December from the g15 archs call, `best` with g10_vgg_2 too (its weights are default.pt), its
+# 4 picks the most VGGs that BEST_MAX_PARAMS holds. FER+: `ferplus_fast` on 3 December from the first FER+
+# session's runs, `ferplus` that evening from the archs stage's, `ferplus_best` on 4 December from the fpg6 call's
+# and fpg4_vgg_deep_0 (ferplus.pt), its 3 picks as PublicTest chose on 3 December (2, 3, 4, 6 members: 88.13,
+# 88.34, 88.31, 88.31 %)
+LADDERS = {"fer2013": Ladder(7, "g", {"default": ("g9_", "g10_", "g11_"), "fast": ("g15_",),
+                                      "best": ("g10_vgg_2", "g15_")}, 4),
+           "ferplus": Ladder(8, "fpg", {"default": ("fpg3_", "fpg4_", "fpg5_"), "fast": ("fpg1_", "fpg2_"),
+                                        "best": ("fpg4_vgg_deep_0", "fpg6_")}, 3)}
 
 
 def load_runs() -> dict[str, dict[str, np.ndarray]]:
@@ -134,14 +140,24 @@ def best_ensemble(runs: dict, n_classes: int, prefix: str = "") -> dict:
     return max(results, key=lambda r: r[VALIDATION])
 
 
+def arch_params(arch: str, n_classes: int) -> int:
+    from ferkit.models import count_params, create_model  # torch only here: the rest of the bench reads logits
+
+    return count_params(create_model(arch, num_classes=n_classes))
+
+
 def capped_ensemble(runs: dict, n_classes: int, prefix: str, archs: tuple[str, ...], tta: str, picks: int) -> dict:
     """The first ``picks`` picks of greedy forward selection on PublicTest (``choose_ensemble_weights`` with step
-    1/picks) among the runs of some architectures: how the shipped ``best`` graph's members were chosen."""
+    1/picks) among the runs of some architectures, their parameters within BEST_MAX_PARAMS: how the shipped
+    ``best`` graph's members are chosen."""
     names = sorted(n for n, z in runs.items() if n.startswith(prefix) and str(z["arch"]) in archs
                    and len(z["classes"]) == n_classes and f"{TEST}_logits_{tta}" in z)
     probs = calibrated_probs(runs, names, tta)
-    weights = choose_ensemble_weights(probs[VALIDATION], runs[names[0]][f"{VALIDATION}_labels"], step=1 / picks)
+    sizes = [arch_params(str(runs[n]["arch"]), n_classes) for n in names]
+    weights = choose_ensemble_weights(probs[VALIDATION], runs[names[0]][f"{VALIDATION}_labels"], step=1 / picks,
+                                      sizes=sizes, budget=BEST_MAX_PARAMS)
     return {"tta": tta, "members": {n: float(w) for n, w in zip(names, weights) if w > 0},
+            "params": sum(s for s, w in zip(sizes, weights) if w > 0),
             **{s: float((ensemble_probs(probs[s], weights).argmax(1) == runs[names[0]][f"{s}_labels"]).mean())
                for s in (VALIDATION, TEST)}}
 

@@ -342,7 +342,8 @@ def ensemble_probs(prob_list: Sequence[np.ndarray], weights: np.ndarray) -> np.n
 
 
 def choose_ensemble_weights(prob_list: Sequence[np.ndarray], labels: np.ndarray, *,
-                            step: float = ENSEMBLE_STEP) -> np.ndarray:
+                            step: float = ENSEMBLE_STEP, sizes: Sequence[float] | None = None,
+                            budget: float | None = None) -> np.ndarray:
     """Weights (summing to 1, multiples of ``step``) for averaging the models' probabilities.
 
     Greedy forward selection with replacement (Caruana et al., ICML 2004): start empty, and
@@ -350,15 +351,23 @@ def choose_ensemble_weights(prob_list: Sequence[np.ndarray], labels: np.ndarray,
     on (prob_list, labels); ties go to the lower index, so the result is deterministic. The first
     pick is the best single model. Pass calibrated probabilities (each model's softmax(logits / T)),
     else mixing in a weak model can lower the NLL merely by softening an overconfident one.
+    With ``sizes`` and ``budget`` (e.g. parameter counts and the most a bundled file may hold), a model
+    not yet picked is a candidate only while the picked models' sizes and its own sum to at most ``budget``.
     Choose on PublicTest, report on PrivateTest.
     """
     labels = np.asarray(labels, np.int64)
     true = np.stack(prob_list).astype(np.float64)[:, np.arange(len(labels)), labels]  # (M, N): p(true class)
+    sizes = np.zeros(len(true)) if sizes is None else np.asarray(sizes, np.float64)
+    if budget is not None and sizes.min() > budget:
+        raise ValueError(f"every model is over the budget of {budget:g} (the smallest is {sizes.min():g})")
     counts = np.zeros(len(true), np.int64)
     running = np.zeros(true.shape[1])
     for n in range(max(1, int(round(1.0 / step)))):
         candidates = (running * n + true) / (n + 1)  # (M, N): the average if model m were added
-        best = int(np.argmin(-np.log(np.clip(candidates, 1e-12, None)).mean(axis=1)))
+        nll = -np.log(np.clip(candidates, 1e-12, None)).mean(axis=1)
+        if budget is not None:
+            nll[(counts == 0) & (sizes[counts > 0].sum() + sizes > budget)] = np.inf
+        best = int(np.argmin(nll))
         counts[best] += 1
         running = candidates[best]
     return counts / counts.sum()

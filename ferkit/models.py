@@ -157,17 +157,21 @@ class MobileNet(Classifier):
 
 
 class FastWide(Classifier):
-    """fastnet's four stages with a second conv in the last two (the module of ``fastnet_wide``)."""
+    """fastnet's four stages with a second conv in the last two (the module of ``fastnet_wide``).
 
-    def __init__(self, num_classes: int = 7, dropout: float = 0.2):
+    ``last``: the last stage's width, which works at 6 px and so costs the least per channel.
+    """
+
+    def __init__(self, num_classes: int = 7, last: int = 256, dropout: float = 0.2):
         super().__init__()
         self.features = nn.Sequential(
-            conv_bn(1, 32), nn.MaxPool2d(2),                        # (B, 32, 24, 24)
-            conv_bn(32, 64), nn.MaxPool2d(2),                       # (B, 64, 12, 12)
-            conv_bn(64, 128), conv_bn(128, 128), nn.MaxPool2d(2),   # (B, 128, 6, 6)
-            conv_bn(128, 256), conv_bn(256, 256), nn.MaxPool2d(2),  # (B, 256, 3, 3)
+            conv_bn(1, 32), nn.MaxPool2d(2),                          # (B, 32, 24, 24)
+            conv_bn(32, 64), nn.MaxPool2d(2),                         # (B, 64, 12, 12)
+            conv_bn(64, 128), conv_bn(128, 128), nn.MaxPool2d(2),     # (B, 128, 6, 6)
+            conv_bn(128, last), conv_bn(last, last), nn.MaxPool2d(2),  # (B, last, 3, 3)
         )
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(256, num_classes))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
+                                  nn.Linear(last, num_classes))
 
 
 @register_model
@@ -216,3 +220,9 @@ def mobile_deep(num_classes: int = 7, **kw) -> nn.Module:
 def fastnet_wide(num_classes: int = 7, **kw) -> nn.Module:
     """fastnet with two convs in the last two stages (~1.1M parameters): slower, more accurate."""
     return FastWide(num_classes, **kw)
+
+
+@register_model
+def fastnet_wider(num_classes: int = 7, **kw) -> nn.Module:
+    """fastnet_wide with 320 channels in the last stage (~1.5M parameters): in int8 0.93x fastnet's fp32 cost."""
+    return FastWide(num_classes, last=320, **kw)

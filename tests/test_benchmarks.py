@@ -87,6 +87,27 @@ def test_tier_choices_pick_on_publictest_and_let_resnet18_in_only_as_int8():
     assert set(choices["best_tier"]["members"]) <= {"fpg1_resnet", "fpg1_vgg"}  # VGG and ResNet-18 of this ladder
 
 
+
+def test_best_tier_keeps_its_members_within_the_size_cap(monkeypatch):
+    """Three vgg_deep runs (7.8 M parameters each), noisy views of the same faces: the 20 M cap lets two into
+    `best`, never three; without it greedy selection takes all three."""
+    pytest.importorskip("torch")
+    from benchmarks import bench_accuracy
+
+    rng = np.random.default_rng(10)
+    labels = {split: rng.integers(0, 8, 2000) for split in ("PublicTest", "PrivateTest")}
+    truth = {split: np.eye(8)[y] * 2.0 for split, y in labels.items()}
+    runs = {}
+    for i in range(3):
+        runs[f"fpg1_vgg_deep_{i}"] = {"arch": "vgg_deep", "classes": np.array([f"c{k}" for k in range(8)])}
+        for split in labels:
+            runs[f"fpg1_vgg_deep_{i}"] |= {f"{split}_labels": labels[split],
+                                           f"{split}_logits_flip": truth[split] + rng.normal(size=(2000, 8))}
+    capped = bench_accuracy.capped_ensemble(runs, 8, "fpg", bench_accuracy.BEST_ARCHS, "flip", 3)
+    assert len(capped["members"]) == 2 and capped["params"] <= bench_accuracy.BEST_MAX_PARAMS
+    monkeypatch.setattr(bench_accuracy, "BEST_MAX_PARAMS", 10**9)
+    assert len(bench_accuracy.capped_ensemble(runs, 8, "fpg", bench_accuracy.BEST_ARCHS, "flip", 3)["members"]) == 3
+
 def shared_label_runs(specs: dict[str, tuple[str, dict[str, list[int]]]]) -> dict:
     """Runs on the same 4 faces per split (labels 0-3): each right on the faces listed, confidently wrong elsewhere."""
     runs = {}

@@ -172,6 +172,19 @@ def test_ensemble_weights_share_between_two_useful_models_deterministically():
     assert ensemble_nll < min(ev.negative_log_likelihood(p, labels) for p in members)
 
 
+
+def test_ensemble_weights_keep_the_picked_models_within_a_size_budget():
+    rng = np.random.default_rng(8)
+    truth, labels = calibrated_problem(5_000, 2.0, seed=9)
+    members = [ev.softmax(truth + rng.normal(size=truth.shape) * s) for s in (0.5, 0.6, 1.5)]
+    free = ev.choose_ensemble_weights(members, labels, step=0.25)
+    assert free[0] > 0 and free[1] > 0  # unbounded, the two good big models are both picked
+    capped = ev.choose_ensemble_weights(members, labels, step=0.25, sizes=[5, 5, 1], budget=6)
+    assert capped.sum() == pytest.approx(1.0)
+    assert capped[0] > 0 and capped[1] == 0  # one big model and the small one fit, the second big one does not
+    with pytest.raises(ValueError, match="over the budget"):
+        ev.choose_ensemble_weights(members, labels, sizes=[5, 5, 5], budget=4)
+
 # --- logits files and the CLI ----------------------------------------------------------------
 
 

@@ -21,7 +21,11 @@
 #                                                # few minutes left of a session's GPU time
 #   ARCHS="vgg_deep resnet18 resnet18 vgg vgg" PREFIX=fpg3 SEED=200 bash scripts/gpu/ladder.sh archs TEACHER.npz
 #                                                # one student of TEACHER.npz per name in ARCHS, named
-#                                                # ${PREFIX}_<arch without "18">_<i>, seeds SEED+i (w 0.5, T 1)
+#                                                # ${PREFIX}_<arch without "18">_<i>, seeds SEED+i (w 0.5, T 1),
+#                                                # then their ensemble -> teacher.npz; SMALL="fastnet_wide ..."
+#                                                # adds CPU-sized students with the small nets' recipe (w 0.9,
+#                                                # T 2, no mixup; fastnet_wide named wide), numbered on after
+#                                                # ARCHS, not in the ensemble
 #   PREFIX=g9 SEED=100 bash scripts/gpu/ladder.sh int8 TEACHER.npz
 #                                                # the int8 tiers' candidates: 3 ResNet-18 for `default` (~11x fastnet's
 #                                                # cost in int8) and 3 fastnet_wide for `fast` (~0.7x in int8);
@@ -40,7 +44,7 @@ STAGE=${1:?usage: ladder.sh gen1 | gen2 TEACHER.npz | students TEACHER.npz | sma
 T=${T:-520}
 PREFIX=${PREFIX:-g4}
 SEED=${SEED:-30}
-GPU_CALL="${BIG:+BIG=$BIG }${ARCHS:+ARCHS=\"$ARCHS\" }T=$T PREFIX=$PREFIX SEED=$SEED MPS=${MPS:-0} SPEED=\"${SPEED:-}\" bash scripts/gpu/ladder.sh $*"
+GPU_CALL="${BIG:+BIG=$BIG }${ARCHS:+ARCHS=\"$ARCHS\" }${SMALL:+SMALL=\"$SMALL\" }T=$T PREFIX=$PREFIX SEED=$SEED MPS=${MPS:-0} SPEED=\"${SPEED:-}\" bash scripts/gpu/ladder.sh $*"
 RUNS=/tmp/runs/$STAGE$PREFIX  # a warm machine keeps /tmp between calls: each stage packs only its own runs
 rm -rf "$RUNS"
 DATASET=${DATASET:-fer2013}
@@ -56,9 +60,9 @@ source scripts/gpu/common.sh
 wait_report() { wait_all; grep -h "^summary\|time limit" $RUNS/*.log; }
 # teacher_in FILE: the students' teacher, copied beside the runs (removed before packing); sets KD
 teacher_in() { cp "${1:?$STAGE needs a teacher file}" $RUNS/teacher_in.npz; KD="--teacher-probs $RUNS/teacher_in.npz"; }
-# teacher_out GLOB: the flip-TTA ensemble of the finished runs matching $RUNS/GLOB -> teacher.npz (back in logs.tgz)
+# teacher_out GLOB...: the flip-TTA ensemble of the finished runs matching $RUNS/GLOB -> teacher.npz (back in logs.tgz)
 teacher_out() {
-  local members; members=$(for d in $RUNS/$1/; do [ -f "$d/logits.npz" ] && echo "$d"; done)
+  local members g; members=$(for g in "$@"; do for d in $RUNS/$g/; do [ -f "$d/logits.npz" ] && echo "$d"; done; done)
   timeout 90 python3 -m ferkit ensemble $members --tta flip --out $RUNS/teacher.npz 2>&1 | tee $RUNS/ensemble.log
 }
 # big_trio ARCH: three students of ARCH, seeds SEED..SEED+2, named ${PREFIX}_<arch without "18">_0..2
@@ -120,12 +124,19 @@ elif [ "$STAGE" = int8 ]; then
   wait_report
 elif [ "$STAGE" = archs ]; then
   teacher_in "${2:-}"
-  i=0
-  for arch in ${ARCHS:?archs needs ARCHS, e.g. ARCHS="vgg_deep resnet18 vgg"}; do
+  [ -n "${ARCHS:-}${SMALL:-}" ] || { echo 'archs needs ARCHS and/or SMALL, e.g. ARCHS="vgg_deep resnet18 vgg"' >&2; exit 2; }
+  i=0 big=()
+  for arch in ${ARCHS:-}; do
+    big+=(${PREFIX}_${arch%18}_$i)
     job ${PREFIX}_${arch%18}_$i $((T + 40)) --arch $arch --epochs 250 --time-limit $T --seed $((SEED + i)) $KD --distill-weight 0.5 --distill-temp 1
     i=$((i + 1))
   done
+  for arch in ${SMALL:-}; do
+    job ${PREFIX}_${arch#fastnet_}_$i $((T + 40)) --arch $arch --epochs 400 --time-limit $T --seed $((SEED + i)) $KD --distill-weight 0.9 --distill-temp 2 --mixup-alpha 0
+    i=$((i + 1))
+  done
   wait_report
+  [ ${#big[@]} -gt 0 ] && teacher_out "${big[@]}"
 elif [ "$STAGE" = mixed ]; then
   teacher_in "${2:-}"
   job ${PREFIX}_vgg_a $((T + 40)) --arch vgg --epochs 250 --time-limit $T --seed $SEED $KD --distill-weight 0.5 --distill-temp 1
