@@ -17,6 +17,7 @@ writes the float16 checkpoint ``weights/NAME.pt`` (for `ferkit train --from NAME
 --int8 NAME ships NAME's ONNX graph quantized (ferkit.quantize: static QDQ, 7-bit weights, calibrated on
 Training faces) if it loses at most MAX_LOSS_POINTS on PublicTest against the fp32 graph, re-calibrated on
 PublicTest; else the fp32 graph stays. NAME.pt keeps the float weights (for `ferkit train --from`).
+A shipped ONNX file over MAX_BUNDLED_KB (20 MB: a committed file's limit) is refused before the manifest names it.
 
 NAME=RUN1,RUN2[:WEIGHT],... ships an ensemble as one ONNX graph: each member's temperature is fitted
 on PublicTest from its own logits.npz, the graph averages the members' calibrated probabilities
@@ -56,6 +57,7 @@ CALIBRATION_TTA = "none"  # the Recognizer's default
 CALIBRATION_SPLIT = "PublicTest"
 REPORT_SPLIT = "PrivateTest"
 CHECKPOINT_TIERS = ("default", "ferplus")  # the single-view tiers one fine-tunes from (`ferkit train --from`)
+MAX_BUNDLED_KB = 20_000  # a bundled file committed to the repository is at most this (as `du -k` counts)
 
 
 def fit_calibration(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -194,6 +196,15 @@ def ship_ensemble(name: str, spec: str, flip: bool, keep_checkpoint: bool, manif
           f"unsure<{threshold} max|Δprob|={diff:.1e} {onnx_path.stat().st_size / 1e6:.2f} MB")
 
 
+def check_size(name: str, manifest: dict) -> None:
+    """SystemExit, one line, before the manifest names a file over MAX_BUNDLED_KB."""
+    path = WEIGHTS_DIR / manifest["models"][name]["file"]
+    if path.stat().st_size > MAX_BUNDLED_KB * 1024:
+        raise SystemExit(f"{path}: {path.stat().st_size / 1e6:.1f} MB, over the {MAX_BUNDLED_KB * 1024 / 1e6:.1f} MB "
+                         "a bundled file may have: ship fewer or smaller members, or in int8 (--int8 NAME); the "
+                         "manifest is unchanged (git checkout ferkit/weights restores the file)")
+
+
 def write_report(name: str, manifest: dict) -> None:
     """`ferkit evaluate NAME --split PrivateTest` into weights/reports/NAME; its accuracy goes into the manifest."""
     entry = manifest["models"][name]
@@ -234,6 +245,7 @@ def main(argv: list[str] | None = None) -> None:
         if name in args.int8:
             ship_int8(name, manifest)
         if runs or name in args.int8:
+            check_size(name, manifest)
             write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
         write_report(name, manifest)
         write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")

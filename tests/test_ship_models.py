@@ -134,3 +134,12 @@ def test_a_run_without_the_command_that_trained_it_does_not_ship(shipping, tmp_p
     with pytest.raises(SystemExit, match="no gpu_call.txt"):
         ship.main([f"solo={run}"])
     assert not (folder / "solo.onnx").exists() and not (folder / "solo.pt").exists()
+
+
+def test_a_file_over_the_bundled_size_limit_does_not_enter_the_manifest(shipping, tmp_path, monkeypatch):
+    ship, folder = shipping
+    run = run_folder(tmp_path / "runs" / "a", "fastnet", 0)
+    monkeypatch.setattr(ship, "MAX_BUNDLED_KB", 100)  # fastnet's fp32 graph is ~1.5 MB
+    with pytest.raises(SystemExit, match=r"solo.onnx: 1.\d MB, over the 0.1 MB a bundled file may have"):
+        ship.main([f"solo={run}"])
+    assert "solo" not in json.loads((folder / "manifest.json").read_text())["models"]
