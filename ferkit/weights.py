@@ -30,6 +30,7 @@ MANIFEST = WEIGHTS_DIR / "manifest.json"
 MANIFEST_KINDS = ("models", "detectors")
 BUNDLED_DEFAULT = "default"
 SIDECAR_SUFFIX = ".sha256"
+MAX_BUNDLED_BYTES = 20_000 * 1024  # a bundled file committed to the repository is at most this (`du -k` 20,000)
 SHA256_PATTERN = re.compile(r"[0-9a-fA-F]{64}")
 RUN_CHECKPOINTS = ("best.pt", "weights.pt")  # what a run folder holds (trained, packed), in order of preference
 CHECKPOINT_SUFFIXES = (".pt", ".pth")

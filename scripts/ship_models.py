@@ -17,7 +17,7 @@ writes the float16 checkpoint ``weights/NAME.pt`` (for `ferkit train --from NAME
 --int8 NAME ships NAME's ONNX graph quantized (ferkit.quantize: static QDQ, 7-bit weights, calibrated on
 Training faces) if it loses at most MAX_LOSS_POINTS on PublicTest against the fp32 graph, re-calibrated on
 PublicTest; else the fp32 graph stays. NAME.pt keeps the float weights (for `ferkit train --from`).
-A shipped ONNX file over MAX_BUNDLED_KB (20 MB: a committed file's limit) is refused before the manifest names it.
+A shipped ONNX file over MAX_BUNDLED_BYTES (20 MB: a committed file's limit) is refused before the manifest names it.
 
 NAME=RUN1,RUN2[:WEIGHT],... ships an ensemble as one ONNX graph: each member's temperature is fitted
 on PublicTest from its own logits.npz, the graph averages the members' calibrated probabilities
@@ -52,12 +52,12 @@ from ferkit.merge import Member, ensemble_of, load_members
 from ferkit.meta import ENSEMBLE_ARCH, check_meta
 from ferkit.quantize import MAX_LOSS_POINTS, QUANTIZATION, calibration_faces, int8_bytes, quantize
 from ferkit.settings import WEIGHTS_DIR
+from ferkit.weights import MAX_BUNDLED_BYTES
 
 CALIBRATION_TTA = "none"  # the Recognizer's default
 CALIBRATION_SPLIT = "PublicTest"
 REPORT_SPLIT = "PrivateTest"
 CHECKPOINT_TIERS = ("default", "ferplus")  # the single-view tiers one fine-tunes from (`ferkit train --from`)
-MAX_BUNDLED_KB = 20_000  # a bundled file committed to the repository is at most this (as `du -k` counts)
 
 
 def fit_calibration(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -197,12 +197,13 @@ def ship_ensemble(name: str, spec: str, flip: bool, keep_checkpoint: bool, manif
 
 
 def check_size(name: str, manifest: dict) -> None:
-    """SystemExit, one line, before the manifest names a file over MAX_BUNDLED_KB."""
+    """SystemExit, one line, before the manifest names a file over MAX_BUNDLED_BYTES."""
     path = WEIGHTS_DIR / manifest["models"][name]["file"]
-    if path.stat().st_size > MAX_BUNDLED_KB * 1024:
-        raise SystemExit(f"{path}: {path.stat().st_size / 1e6:.1f} MB, over the {MAX_BUNDLED_KB * 1024 / 1e6:.1f} MB "
-                         "a bundled file may have: ship fewer or smaller members, or in int8 (--int8 NAME); the "
-                         "manifest is unchanged (git checkout ferkit/weights restores the file)")
+    size = path.stat().st_size
+    if size > MAX_BUNDLED_BYTES:
+        raise SystemExit(f"{path}: {size / 1e6:.1f} MB, over the {MAX_BUNDLED_BYTES / 1e6:.1f} MB a bundled file may "
+                         "have: ship fewer or smaller members, or in int8 (--int8 NAME); the manifest is unchanged "
+                         "(git checkout ferkit/weights restores the file)")
 
 
 def write_report(name: str, manifest: dict) -> None:

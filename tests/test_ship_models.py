@@ -139,7 +139,7 @@ def test_a_run_without_the_command_that_trained_it_does_not_ship(shipping, tmp_p
 def test_a_file_over_the_bundled_size_limit_does_not_enter_the_manifest(shipping, tmp_path, monkeypatch):
     ship, folder = shipping
     run = run_folder(tmp_path / "runs" / "a", "fastnet", 0)
-    monkeypatch.setattr(ship, "MAX_BUNDLED_KB", 100)  # fastnet's fp32 graph is ~1.5 MB
+    monkeypatch.setattr(ship, "MAX_BUNDLED_BYTES", 100 * 1024)  # fastnet's fp32 graph is ~1.5 MB
     with pytest.raises(SystemExit, match=r"solo.onnx: 1.\d MB, over the 0.1 MB a bundled file may have"):
         ship.main([f"solo={run}"])
     assert "solo" not in json.loads((folder / "manifest.json").read_text())["models"]
